@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One entry point for users and CI: sets up .venv/ (once), then runs the demo or the tests.
+#   ./run.sh demo [demo options]   the main job: python -m neumeta_fast demo
+#   ./run.sh test [pytest options] the test suite
+# Any other first word is passed to `python -m neumeta_fast`.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PY="$VENV/bin/python"
+
+if [ ! -x "$PY" ]; then
+  # Reuse a torch that is already installed (GPU machines ship one); otherwise start clean.
+  if python3 -c "import torch" >/dev/null 2>&1; then
+    python3 -m venv --system-site-packages "$VENV"
+  else
+    python3 -m venv "$VENV"
+  fi
+fi
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "run.sh: installing torch==2.13.0 (no torch importable)"
+  "$PY" -m pip install -q "torch==2.13.0"
+fi
+
+# Reinstall the project only when its build inputs changed.
+stamp="$VENV/.neumeta-install-stamp"
+digest=$(cat setup.py requirements-dev.txt $(find csrc kernels neumeta_fast -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' | sort) 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+  echo "run.sh: installing neumeta_fast and its test tools into $VENV"
+  "$PY" -m pip install -q -r requirements-dev.txt
+  "$PY" -m pip install -q --no-build-isolation -e .
+  echo "$digest" >"$stamp"
+fi
+
+cmd="${1:-test}"
+shift || true
+case "$cmd" in
+  test)
+    # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+    set +e
+    "$PY" -m pytest -q "$@"
+    rc=$?
+    set -e
+    if [ "$rc" -eq 5 ]; then echo "run.sh: pytest collected no tests" >&2; exit 1; fi
+    exit "$rc"
+    ;;
+  *)
+    exec "$PY" -m neumeta_fast "$cmd" "$@"
+    ;;
+esac
