@@ -1,2 +1,10 @@
-"""neumeta_fast: fast weight generation for Neural Metamorphosis."""
+"""neumeta_fast: fast weight generation for Neural Metamorphosis (NeuMeta)."""
+import torch  # noqa: F401  (the C++ extension links against torch's libraries)
+
 from ._version import __version__
+from .backends import backends
+from .generate import generate, generate_into
+from .inr import INR
+from .layout import Layout, Segment
+
+__all__ = ["__version__", "backends", "generate", "generate_into", "INR", "Layout", "Segment"]

@@ -1,0 +1,149 @@
+"""The plain-PyTorch backend (CPU and GPU): dense matmuls per tensor segment, bounded chunks.
+
+No boolean masks, no `unique` and no per-element Python: rows of one segment are
+contiguous and share an MLP, so each chunk is a handful of GEMMs. Only reference-mode
+noise can send a row to another tensor's MLP; those rows are grouped by one stable
+sort instead of masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..encoding import fourier_features, frequencies, normalise
+from ..inr import INR
+from ..layout import Layout
+from .request import Request
+
+NAME = "torch"
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    return None
+
+
+@dataclass
+class _MLPWeights:
+    w0: torch.Tensor
+    b0: torch.Tensor
+    blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    wo: torch.Tensor
+    bo: torch.Tensor
+
+
+def _weights(inr: INR, dtype: torch.dtype) -> list[_MLPWeights]:
+    """Per-MLP parameters in the compute dtype (cast once per call, not per chunk)."""
+    cast = (lambda t: t) if dtype == torch.float32 else (lambda t: t.to(dtype))
+    out = []
+    for m in inr.model:
+        blocks = [(cast(b.weight), cast(b.bias), s) for b, s in zip(m.residual_blocks, m.scalars)]
+        out.append(_MLPWeights(cast(m.initial_layer.weight), cast(m.initial_layer.bias), blocks,
+                               cast(m.output_layer.weight), cast(m.output_layer.bias)))
+    return out
+
+
+def _chunk_rows(inr: INR, device: torch.device) -> int:
+    budget = (1 << 24) if device.type == "cuda" else (1 << 21)  # hidden activations per chunk
+    return max(1024, budget // inr.hidden_dim)
+
+
+def _mlp(p: _MLPWeights, pe: torch.Tensor, cols: slice, dtype: torch.dtype, track_grad: bool) -> torch.Tensor:
+    """ResMLP on features `pe`, returning output columns `cols` in float32; residual stream in float32."""
+    lowp = dtype != torch.float32
+    h = F.linear(pe.to(dtype) if lowp else pe, p.w0, p.b0).relu_()
+    h = h.float() if lowp else h
+    for w, b, s in p.blocks:
+        t = F.linear(h.to(dtype) if lowp else h, w, b).relu_()
+        t = t.float() if lowp else t
+        h = torch.addcmul(h, t, s) if track_grad else h.addcmul_(t, s)
+    out = F.linear(h.to(dtype) if lowp else h, p.wo[cols], p.bo[cols])
+    return out.float() if lowp else out
+
+
+def _evaluate(p: _MLPWeights, c: torch.Tensor, req: Request, freqs: torch.Tensor, cols: slice,
+              track_grad: bool) -> torch.Tensor:
+    """INR outputs (columns `cols`) for raw coordinates c, divided by the B column."""
+    pe = fourier_features(normalise(c, req.norm), freqs)
+    return _mlp(p, pe, cols, req.dtype, track_grad) / c[:, 5:6]
+
+
+class _FlatSink:
+    """Collects consecutive pieces of the flat output: in place without autograd, by concatenation with it."""
+
+    def __init__(self, numel: int, device: torch.device, track_grad: bool):
+        self.track_grad = track_grad
+        self.pieces: list[torch.Tensor] = []
+        self.buffer = None if track_grad else torch.empty(numel, dtype=torch.float32, device=device)
+        self.pos = 0
+
+    def put(self, piece: torch.Tensor) -> None:
+        piece = piece.reshape(-1)
+        if self.track_grad:
+            self.pieces.append(piece)
+        else:
+            self.buffer[self.pos:self.pos + piece.numel()].copy_(piece)
+        self.pos += piece.numel()
+
+    def result(self) -> torch.Tensor:
+        return torch.cat(self.pieces) if self.track_grad else self.buffer
+
+
+def _sample_exact_index(inr, layout, coords, weights, req, freqs, sink, track_grad):
+    """Every row uses its own tensor's MLP (no noise, or channel-only noise)."""
+    step = _chunk_rows(inr, req.device)
+    for s in layout.segments:
+        cs = s.col_start(inr.output_dim)
+        cols = slice(cs, cs + s.kernel_numel)
+        for r in range(s.row_offset, s.row_offset + s.rows, step):
+            c = coords[r:min(r + step, s.row_offset + s.rows)]
+            sink.put(_evaluate(weights[s.index], c, req, freqs, cols, track_grad))
+
+
+def _sample_routed(inr, layout, coords, weights, req, freqs, sink, track_grad):
+    """Reference-mode noise: the MLP is int(noisy column 0), so rows are grouped by one stable sort."""
+    mlp_index = coords[:, 0].to(torch.int64)  # truncation toward zero, as the reference's int()
+    lo, hi = int(mlp_index.min()), int(mlp_index.max())
+    if lo < 0 or hi >= inr.num_tensors:
+        raise ValueError(f"noisy layer index reaches [{lo}, {hi}], outside the INR's [0, {inr.num_tensors}) MLPs")
+    order = torch.argsort(mlp_index, stable=True)
+    counts = torch.bincount(mlp_index, minlength=inr.num_tensors).tolist()
+    grouped = coords[order]
+    step = _chunk_rows(inr, req.device)
+    full = slice(0, inr.output_dim)
+    outs, start = [], 0
+    for m, count in enumerate(counts):
+        for r in range(start, start + count, step):
+            outs.append(_evaluate(weights[m], grouped[r:min(r + step, start + count)], req, freqs, full, track_grad))
+        start += count
+    y_grouped = torch.cat(outs)
+    y = torch.empty_like(y_grouped).index_copy(0, order, y_grouped)
+    for s in layout.segments:
+        cs = s.col_start(inr.output_dim)
+        sink.put(y[s.row_offset:s.row_offset + s.rows, cs:cs + s.kernel_numel])
+
+
+def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
+    """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
+    track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
+    coords = layout.coordinates(req.device)
+    freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
+    weights = _weights(inr, req.dtype)
+    total = None
+    for k in range(req.samples):
+        noise = req.sample_noise(k, layout)
+        sink = _FlatSink(layout.numel, req.device, track_grad)
+        if noise is None or req.noise_mode == "channels":
+            c = coords if noise is None else coords + noise
+            _sample_exact_index(inr, layout, c, weights, req, freqs, sink, track_grad)
+        else:
+            _sample_routed(inr, layout, coords + noise, weights, req, freqs, sink, track_grad)
+        flat = sink.result()
+        if total is None:
+            total = flat
+        elif track_grad:
+            total = total + flat
+        else:
+            total.add_(flat)
+    return total / req.samples if req.samples > 1 else total

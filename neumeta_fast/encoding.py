@@ -1,0 +1,24 @@
+"""Coordinate normalisation and Fourier features of SPEC 2, vectorised (torch backend)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def frequencies(freq_low: int, freq_high: int, device: torch.device) -> torch.Tensor:
+    """float32(2^k * pi) for k in [low, high): each product x_j * f_k is then one float32 multiply."""
+    return torch.tensor([2.0 ** k * math.pi for k in range(freq_low, freq_high)], dtype=torch.float32, device=device)
+
+
+def normalise(coords: torch.Tensor, norm: float) -> torch.Tensor:
+    """x = c / norm, then x[:, :3] /= x[:, 3:] (this order: it differs in the last bit from c[:, :3] / c[:, 3:])."""
+    x = coords / norm
+    return torch.cat([x[:, :3] / x[:, 3:], x[:, 3:]], dim=1)
+
+
+def fourier_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[x, sin(f_0 x_0), cos(f_0 x_0), sin(f_0 x_1), ...]: frequency outer, input dim inner, sin then cos."""
+    angles = x.unsqueeze(1) * freqs.view(1, -1, 1)  # [n, F, 6]
+    waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)  # [n, F, 6, 2]
+    return torch.cat([x, waves.flatten(1)], dim=1)

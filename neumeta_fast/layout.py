@@ -1,0 +1,177 @@
+"""Layout: the morphable tensors of one network -> coordinate table + scatter plan.
+
+The coordinate table follows SPEC 2: one float32 6-vector per (tensor i, row a,
+column b), `[i, a, b, L, A, B]` for 4-D and 2-D tensors (a-major, then b),
+`[i, a, 0, L, A, 1]` for 1-D tensors, tensors in list order.
+
+Because rows are enumerated a-major and every target tensor is contiguous, the
+scatter needs no index arrays: row r of tensor t owns the `kernel_numel`
+consecutive elements at `param_offset + r * kernel_numel` of the flat buffer,
+taken from output columns `[col_start, col_start + kernel_numel)`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence, Union
+
+import torch
+from torch import nn
+
+Include = Union[None, str, Iterable[str], Callable[[str, torch.Tensor], bool]]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One target tensor's block of coordinates and of the flat output buffer."""
+
+    name: str
+    shape: tuple[int, ...]
+    index: int  # i: which MLP of the INR generates it (its position in the full list)
+    rows: int  # coordinates (A*B for 4-D/2-D, A for 1-D)
+    cols: int  # B (1 for 1-D): the divisor column of SPEC 2
+    kernel_numel: int  # kh*kw for 4-D, 1 otherwise
+    row_offset: int  # first row in the coordinate table
+    param_offset: int  # first element in the flat output buffer
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.kernel_numel
+
+    def col_start(self, output_dim: int) -> int:
+        """First INR output used: the centre slice for kernels smaller than output_dim."""
+        if self.kernel_numel < output_dim and len(self.shape) == 4:
+            return output_dim // 2 - self.kernel_numel // 2
+        return 0
+
+
+def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (1, 2, 4):
+        raise ValueError(
+            f"tensor {name!r} has shape {shape} ({len(shape)}-D): morphable tensors must be "
+            "4-D conv weights [A, B, kh, kw], 2-D linear weights [A, B] or 1-D vectors [A]"
+        )
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"tensor {name!r} has shape {shape}: every dimension must be positive")
+    return shape
+
+
+class Layout:
+    """Ordered named target tensors and everything derived from their shapes (built once)."""
+
+    def __init__(self, entries: Sequence[tuple[str, Sequence[int]]], *, num_tensors: int | None = None,
+                 indices: Sequence[int] | None = None):
+        if len(entries) == 0:
+            raise ValueError("a Layout needs at least one tensor")
+        names = [str(n) for n, _ in entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tensor names must be unique, got {names}")
+        indices = list(range(len(entries))) if indices is None else [int(i) for i in indices]
+        self.num_tensors = len(entries) if num_tensors is None else int(num_tensors)
+        if any(not 0 <= i < self.num_tensors for i in indices):
+            raise ValueError(f"tensor indices {indices} must lie in [0, {self.num_tensors})")
+        segments, row, elem = [], 0, 0
+        for (name, shape), index in zip(entries, indices):
+            shape = _check_shape(name, shape)
+            cols = shape[1] if len(shape) >= 2 else 1
+            kernel = math.prod(shape[2:]) if len(shape) == 4 else 1
+            seg = Segment(str(name), shape, index, shape[0] * cols, cols, kernel, row, elem)
+            segments.append(seg)
+            row += seg.rows
+            elem += seg.numel
+        self.segments: tuple[Segment, ...] = tuple(segments)
+        self.num_rows = row
+        self.numel = elem
+        self._coords: dict[torch.device, torch.Tensor] = {}
+
+    # -- constructors -------------------------------------------------------
+    @classmethod
+    def from_shapes(cls, entries: Sequence[tuple[str, Sequence[int]]]) -> "Layout":
+        return cls(entries)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, include: Include = None) -> "Layout":
+        """Morphable tensors of `module` in state-dict order.
+
+        `include`: None (every parameter), a prefix string, an iterable of names, or
+        a predicate `(name, tensor) -> bool` over the state dict's entries.
+        """
+        state = module.state_dict(keep_vars=True)
+        if include is None:
+            params = {n for n, _ in module.named_parameters()}
+            pick = lambda n, t: n in params  # noqa: E731
+        elif isinstance(include, str):
+            pick = lambda n, t: n.startswith(include)  # noqa: E731
+        elif callable(include):
+            pick = include
+        else:
+            wanted = list(include)
+            missing = [n for n in wanted if n not in state]
+            if missing:
+                raise KeyError(f"tensors {missing} are not in the module's state dict")
+            wanted_set = set(wanted)
+            pick = lambda n, t: n in wanted_set  # noqa: E731
+        entries = [(n, tuple(t.shape)) for n, t in state.items() if pick(n, t)]
+        if not entries:
+            raise ValueError(f"no tensor of the module matches include={include!r}")
+        return cls(entries)
+
+    def subset(self, names: Iterable[str]) -> "Layout":
+        """The named tensors only, keeping their MLP index and L (for training on a tensor subset)."""
+        wanted = set(names)
+        unknown = wanted - set(self.names)
+        if unknown:
+            raise KeyError(f"tensors {sorted(unknown)} are not in this layout")
+        kept = [s for s in self.segments if s.name in wanted]
+        return Layout([(s.name, s.shape) for s in kept], num_tensors=self.num_tensors,
+                      indices=[s.index for s in kept])
+
+    # -- derived data -------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.segments]
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __repr__(self) -> str:
+        return f"Layout({len(self)} tensors, {self.num_rows} coordinates, {self.numel} elements)"
+
+    def max_kernel_numel(self) -> int:
+        return max(s.kernel_numel for s in self.segments)
+
+    def check_output_dim(self, output_dim: int) -> None:
+        for s in self.segments:
+            if s.kernel_numel > output_dim:
+                raise ValueError(
+                    f"tensor {s.name!r} has kernel {s.shape[2:]} ({s.kernel_numel} values) but the INR "
+                    f"produces output_dim={output_dim}: build the INR with output_dim >= {s.kernel_numel}"
+                )
+
+    def coordinates(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """float32 [num_rows, 6] coordinate table of SPEC 2 (cached per device; do not modify)."""
+        device = torch.device(device or "cpu")
+        table = self._coords.get(device)
+        if table is None:
+            table = torch.cat([self._segment_coordinates(s, device) for s in self.segments])
+            self._coords[device] = table
+        return table
+
+    def _segment_coordinates(self, s: Segment, device: torch.device) -> torch.Tensor:
+        a_size = s.shape[0]
+        row = torch.arange(s.rows, device=device)
+        c = torch.empty(s.rows, 6, dtype=torch.float32, device=device)
+        c[:, 0] = s.index
+        c[:, 1] = torch.div(row, s.cols, rounding_mode="floor")
+        c[:, 2] = row % s.cols if len(s.shape) >= 2 else 0
+        c[:, 3] = self.num_tensors
+        c[:, 4] = a_size
+        c[:, 5] = s.cols
+        return c
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The target tensors as views of one flat buffer."""
+        if flat.dim() != 1 or flat.numel() != self.numel:
+            raise ValueError(f"expected a flat buffer of {self.numel} elements, got shape {tuple(flat.shape)}")
+        return {s.name: flat[s.param_offset:s.param_offset + s.numel].view(s.shape) for s in self.segments}

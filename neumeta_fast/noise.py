@@ -1,0 +1,51 @@
+"""Coordinate noise of SPEC 2: the reference's mode and the channel-only mode.
+
+- "reference": `(U[0,1) - 0.5) * s` on all six columns, so the noisy column 0 picks
+  the MLP (truncation toward zero) and the noisy column 5 is the divisor. Bit-compatible
+  with the authors' code; with s = 1 many coordinates are evaluated by the previous
+  tensor's MLP.
+- "channels": the same draw, but only the channel positions (columns 1 and 2) move;
+  layer index and sizes stay exact.
+
+With `samples > 1`, sample 0 is noise-free and samples 1..K-1 are noisy (as the reference).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+NOISE_MODES = ("reference", "channels")
+_CHANNEL_COLUMNS = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def check_noise(scale: float, mode: str, samples: int) -> None:
+    if mode not in NOISE_MODES:
+        raise ValueError(f"unknown noise_mode {mode!r}; expected one of {NOISE_MODES}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"noise must be a finite scale >= 0, got {scale!r}")
+    if mode == "reference" and scale > 1:
+        raise ValueError(
+            f"noise={scale} > 1 in noise_mode='reference' can move the layer index outside [0, L) "
+            "(the reference then silently uses the last MLP or fails); use noise <= 1 or noise_mode='channels'"
+        )
+
+
+def mode_mask(mode: str, device: torch.device) -> torch.Tensor | None:
+    """Which columns noise may move: None = all of them."""
+    return None if mode == "reference" else _CHANNEL_COLUMNS.to(device)
+
+
+def noisy_samples(samples: int, scale: float) -> list[bool]:
+    """Whether each of the K samples gets noise (sample 0 stays clean when averaging)."""
+    if scale == 0:
+        return [False] * samples
+    return [samples == 1 or k > 0 for k in range(samples)]
+
+
+def draw(num_rows: int, scale: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """One sample's raw noise, `(U[0,1) - 0.5) * scale`, float32 [num_rows, 6]."""
+    u = torch.rand(num_rows, 6, generator=generator, device=device, dtype=torch.float32)
+    return (u - 0.5) * scale
