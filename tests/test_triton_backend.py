@@ -146,7 +146,8 @@ def test_philox_noise_equals_torch_given_the_same_noise(inr, layout, mode, sampl
 def test_philox_seeds(inr, layout):
     def run(seed):
         with torch.no_grad():
-            return generate(inr, layout, norm=NORM, backend="triton", noise=1.0, generator=torch.Generator().manual_seed(seed))
+            return generate(inr, layout, norm=NORM, backend="triton", noise=1.0,
+                            generator=torch.Generator().manual_seed(seed))
     a, b, c = run(1), run(1), run(2)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not torch.allclose(a["conv3"], c["conv3"])
@@ -167,10 +168,9 @@ def test_philox_noise_statistics():
 def check_gradients(inr, layout, **kw):
     torch_kw = dict(kw)
     if "generator" in kw:  # the torch backend gets the noise the kernel drew
-        seed = kw.pop("generator")
-        torch_kw = dict(samples=kw["samples"], noise_mode=kw.get("noise_mode", "reference"),
-                        noise_tensor=philox_noise(layout.num_rows, kw["samples"], kw["noise"],
-                                                  kw.get("noise_mode", "reference"), seed_of(seed), torch.device("cpu")))
+        seed, mode = kw.pop("generator"), kw.get("noise_mode", "reference")
+        drawn = philox_noise(layout.num_rows, kw["samples"], kw["noise"], mode, seed_of(seed), torch.device("cpu"))
+        torch_kw = dict(samples=kw["samples"], noise_mode=mode, noise_tensor=drawn)
         kw["generator"] = torch.Generator().manual_seed(seed)
     weights = torch.Generator().manual_seed(0)
     probe = {s.name: torch.randn(s.shape, generator=weights) for s in layout.segments}
@@ -197,6 +197,18 @@ def test_gradients_match_torch_autograd(inr, layout, kw):
 def test_gradients_with_explicit_noise(inr, layout):
     eps = torch.rand(2, layout.num_rows, 6, generator=torch.Generator().manual_seed(9)) - 0.5
     check_gradients(inr, layout, samples=2, noise_tensor=eps)
+
+
+def test_half_precision_error_is_at_most_twice_torchs(inr, layout):
+    """flash-attention's rule: the kernel's low-precision error at most ~2x the torch backend's own.
+    (float16: the interpreter has no bfloat16 arithmetic; bf16 is measured by device_check.)"""
+    with torch.no_grad():
+        exact = generate(inr, layout, norm=NORM, backend="torch")
+        ours = generate(inr, layout, norm=NORM, backend="triton", dtype=torch.float16)
+        theirs = generate(inr, layout, norm=NORM, backend="torch", dtype=torch.float16)
+    scale = max(w.abs().max().item() for w in exact.values())
+    err = lambda got: max((got[n] - exact[n]).abs().max().item() for n in exact) / scale  # noqa: E731
+    assert 0 < err(ours) <= 2 * err(theirs) + 1e-6
 
 
 def test_custom_op_registration(inr, layout):

@@ -157,9 +157,9 @@ def _seed(req: Request) -> int:
     return int(torch.randint(0, 2 ** 62, (1,), generator=req.generator, device=device).item())
 
 
-def generate_flat(inr: INR, layout: Layout, req: Request, block_m: int | None = None) -> torch.Tensor:
+def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR's parameters."""
-    cfg = launch.config(inr.hidden_dim, inr.output_dim, block_m)
+    cfg = launch.config(inr.hidden_dim, inr.output_dim)
     segs, tiles = _plan(layout, inr.output_dim, req.device, cfg.block_m)
     coords = layout.coordinates(req.device)
     if req.noise_tensor is not None and req.noise_mode == "reference":
