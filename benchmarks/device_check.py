@@ -68,7 +68,7 @@ def gemm_floor(inr: INR, num_rows: int, device: torch.device, dtype: torch.dtype
 def tf32_forward(inr: INR, layout: Layout, norm: float):
     """The kernel with TF32 tensor-core inputs (not reachable through generate(): measured here only)."""
     device = next(inr.parameters()).device
-    cfg = launch.config(inr.hidden_dim, inr.output_dim)
+    cfg = launch.config(inr.output_dim, "tf32")
     segs, tiles = tb._plan(layout, inr.output_dim, device, cfg.block_m)
     freqs = frequencies(inr.freq_low, inr.freq_high, device)
     weights = tb._stacked(inr)

@@ -1,9 +1,12 @@
 """Fused INR forward: coordinates -> noise -> normalise -> Fourier features -> ResMLP -> / B -> scatter.
 
-One launch covers a whole Layout. Program p takes row tile `tiles[p] = (segment, first row)`
-of one target tensor, rebuilds its coordinates from the segment table (no coordinate table is
-read), and writes its weights straight into the flat output buffer. Features and hidden
-activations live only in registers / shared memory: no [N, features] or [N, out] intermediates.
+One launch covers a whole Layout. A persistent grid walks the static tile schedule
+`tiles[t] = (segment, first row)`; a program rebuilds a tile's coordinates from the segment
+table (no coordinate table is read), runs the tensor's MLP and writes the weights straight into
+the flat output buffer. Features and hidden activations of a tile go through that program's own
+scratch tiles ([block_m, width] each, written and read back by the same program, so they stay in
+L1/L2): every GEMM is then tiled in K and N and registers never hold a whole hidden row. There is
+no [N, features] or [N, out] intermediate.
 
 Semantics are those of SPEC 2 and of `backends/torch_backend.py`. Reference-mode noise can send
 a row to the previous tensor's MLP (int(i + e) = i - 1 for e < 0): a tile then evaluates both
@@ -104,110 +107,143 @@ def _dot(a, b, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _mlp(m, x0, x1, x2, x3, x4, x5, freq_ptr, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr, bo_ptr,
-         D, H, O, NB, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-         HP: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, GPU: tl.constexpr):
-    """MLP m on the tile's normalised coordinates: [BLOCK_M, OP] outputs (columns >= O are 0)."""
-    hc = tl.arange(0, HP)
-    hmask = hc < H
+def _linear(src, dst, w_ptr, b_ptr, scale_ptr, K, N, SW: tl.constexpr, BLOCK_M: tl.constexpr,
+            BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, RESIDUAL: tl.constexpr, PREC: tl.constexpr):
+    """dst = relu(src @ W^T + b), or with RESIDUAL: dst = s * relu(src @ W^T + b) + src.
+
+    src, dst: [BLOCK_M, SW] row-major scratch tiles; W [N, K] row-major. K and N are both tiled,
+    so only [BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N] operands are ever held in registers.
+    """
+    rows = tl.arange(0, BLOCK_M)[:, None]
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(src + rows * SW + k[None, :])
+            w = tl.load(w_ptr + n[None, :] * K + k[:, None], mask=(k[:, None] < K) & (n[None, :] < N), other=0.0)
+            acc = _dot(a, w, acc, PREC)
+        y = tl.maximum(acc + tl.load(b_ptr + n, mask=n < N, other=0.0)[None, :], 0.0)
+        if RESIDUAL:
+            y = tl.load(scale_ptr) * y + tl.load(src + rows * SW + n[None, :])
+        tl.store(dst + rows * SW + n[None, :], y)
+    tl.debug_barrier()  # dst is read next by other threads of this program
+
+
+@triton.jit
+def _mlp(m, feat, buf_a, buf_b, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr, bo_ptr, D, H, O, NB,
+         SW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr):
+    """MLP m on the features in scratch `feat`: [BLOCK_M, OP] outputs (columns >= O are 0).
+
+    The hidden tile ping-pongs between the program's scratch tiles buf_a / buf_b (written and read
+    back by the same program: it stays in L1/L2). Padding columns stay 0 (masked weights and biases).
+    """
     m = m.to(tl.int64)
-    # first layer: K loop over feature chunks built on the fly
-    h = tl.zeros((BLOCK_M, HP), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        dk = d0 + tl.arange(0, BLOCK_D)
-        f = _features(d0, x0, x1, x2, x3, x4, x5, freq_ptr, D, BLOCK_D, GPU)
-        w = tl.load(w0_ptr + (m * H + hc[None, :]) * D + dk[:, None], mask=(dk[:, None] < D) & hmask[None, :],
-                    other=0.0)
-        h = _dot(f, w, h, PREC)
-    h = tl.maximum(h + tl.load(b0_ptr + m * H + hc, mask=hmask, other=0.0)[None, :], 0.0)
-    # residual blocks: the whole hidden tile is the K operand; outputs come in BLOCK_N slices
-    NC: tl.constexpr = HP // BLOCK_N
-    ci = tl.arange(0, NC)
+    _linear(feat, buf_a, w0_ptr + m * H * D, b0_ptr + m * H, sc_ptr, D, H, SW, BLOCK_M, BLOCK_K, BLOCK_K,
+            False, PREC)
+    src, dst = buf_a, buf_b
     for blk in range(NB):
         layer = m * NB + blk
-        t3 = tl.zeros((BLOCK_M, NC, BLOCK_N), dtype=tl.float32)
-        for c in range(NC):
-            n = c * BLOCK_N + tl.arange(0, BLOCK_N)
-            w = tl.load(wr_ptr + (layer * H + n[None, :]) * H + hc[:, None], mask=hmask[:, None] & (n[None, :] < H),
-                        other=0.0)
-            y = _dot(h, w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), PREC)
-            y = tl.maximum(y + tl.load(br_ptr + layer * H + n, mask=n < H, other=0.0)[None, :], 0.0)
-            t3 = tl.where((ci == c)[None, :, None], y[:, None, :], t3)
-        h = tl.load(sc_ptr + layer) * tl.reshape(t3, (BLOCK_M, HP)) + h
+        _linear(src, dst, wr_ptr + layer * H * H, br_ptr + layer * H, sc_ptr + layer, H, H, SW, BLOCK_M, BLOCK_K,
+                BLOCK_K, True, PREC)
+        src, dst = dst, src
+    rows = tl.arange(0, BLOCK_M)[:, None]
     oc = tl.arange(0, OP)
-    w = tl.load(wo_ptr + (m * O + oc[None, :]) * H + hc[:, None], mask=hmask[:, None] & (oc[None, :] < O), other=0.0)
-    out = _dot(h, w, tl.zeros((BLOCK_M, OP), dtype=tl.float32), PREC)
+    out = tl.zeros((BLOCK_M, OP), dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        w = tl.load(wo_ptr + (m * O + oc[None, :]) * H + k[:, None], mask=(k[:, None] < H) & (oc[None, :] < O),
+                    other=0.0)
+        out = _dot(tl.load(src + rows * SW + k[None, :]), w, out, PREC)
+    tl.debug_barrier()  # the scratch tiles are rewritten by the next MLP evaluation
     return out + tl.load(bo_ptr + m * O + oc, mask=oc < O, other=0.0)[None, :]
 
 
-@triton.jit(do_not_specialize=["num_rows", "num_tensors", "seed"])
-def _inr_forward_kernel(out_ptr, tiles_ptr, seg_ptr, freq_ptr, noise_ptr,
+@triton.jit
+def _write_features(feat, x0, x1, x2, x3, x4, x5, freq_ptr, D, SW: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_K: tl.constexpr, GPU: tl.constexpr):
+    """The tile's features into scratch, 16 columns at a time (sin/cos are register-hungry), zero-padded
+    up to a multiple of BLOCK_K (the first layer's K loop reads whole BLOCK_K steps)."""
+    rows = tl.arange(0, BLOCK_M)[:, None]
+    for d0 in range(0, D, BLOCK_K):
+        for d1 in range(d0, d0 + BLOCK_K, 16):
+            d = d1 + tl.arange(0, 16)
+            tl.store(feat + rows * SW + d[None, :], _features(d1, x0, x1, x2, x3, x4, x5, freq_ptr, D, 16, GPU))
+    tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["num_rows", "num_tensors", "num_tiles", "seed"])
+def _inr_forward_kernel(out_ptr, tiles_ptr, seg_ptr, freq_ptr, noise_ptr, scratch_ptr,
                         w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr, bo_ptr,
-                        num_rows, num_tensors, norm, noise_scale, seed, D, H, O, NB,
+                        num_rows, num_tensors, num_tiles, norm, noise_scale, seed, D, H, O, NB,
                         SAMPLES: tl.constexpr, FIRST_NOISY: tl.constexpr, NOISE: tl.constexpr,
-                        ROUTED: tl.constexpr, CHANNELS: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                        HP: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, GPU: tl.constexpr):
+                        ROUTED: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                        SW: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, GPU: tl.constexpr):
+    # this program's scratch: features, then two hidden tiles, each [BLOCK_M, SW]
     pid = tl.program_id(0)
-    seg = tl.load(tiles_ptr + 2 * pid).to(tl.int64)
-    r = tl.load(tiles_ptr + 2 * pid + 1) + tl.arange(0, BLOCK_M)
-    meta = seg_ptr + seg * 8
-    index = tl.load(meta)
-    rows = tl.load(meta + 1)
-    cols = tl.load(meta + 2)
-    a_size = tl.load(meta + 3)
-    kernel = tl.load(meta + 4)
-    row_offset = tl.load(meta + 5)
-    param_offset = tl.load(meta + 6)
-    col_start = tl.load(meta + 7)
-    valid = r < rows
-    grow = row_offset + r
-    # exact coordinates [i, a, b, L, A, B] (b = 0, B = 1 for 1-D tensors: cols is 1 there)
-    fzero = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    e0 = fzero + index.to(tl.float32)
-    e1 = (r // cols).to(tl.float32)
-    e2 = (r % cols).to(tl.float32)
-    e3 = fzero + num_tensors
-    e4 = fzero + a_size.to(tl.float32)
-    e5 = fzero + cols.to(tl.float32)
-    acc = tl.zeros((BLOCK_M, OP), dtype=tl.float32)
-    for k in range(SAMPLES):
-        c0, c1, c2, c3, c4, c5 = e0, e1, e2, e3, e4, e5
-        if NOISE == 1:
-            n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, num_rows, noise_scale, FIRST_NOISY, CHANNELS, GPU)
-            c0, c1, c2, c3, c4, c5 = c0 + n0, c1 + n1, c2 + n2, c3 + n3, c4 + n4, c5 + n5
-        elif NOISE == 2:
-            base = noise_ptr + (k * num_rows + grow) * 6
-            c1 += tl.load(base + 1, mask=valid, other=0.0)
-            c2 += tl.load(base + 2, mask=valid, other=0.0)
-            if not CHANNELS:
-                c0 += tl.load(base, mask=valid, other=0.0)
-                c3 += tl.load(base + 3, mask=valid, other=0.0)
-                c4 += tl.load(base + 4, mask=valid, other=0.0)
-                c5 += tl.load(base + 5, mask=valid, other=0.0)
-        # x = c / norm, then x[:3] /= x[3:] (correctly rounded divisions, in this order)
-        x3 = tl.math.div_rn(c3, norm)
-        x4 = tl.math.div_rn(c4, norm)
-        x5 = tl.math.div_rn(c5, norm)
-        x0 = tl.math.div_rn(tl.math.div_rn(c0, norm), x3)
-        x1 = tl.math.div_rn(tl.math.div_rn(c1, norm), x4)
-        x2 = tl.math.div_rn(tl.math.div_rn(c2, norm), x5)
-        y = _mlp(index, x0, x1, x2, x3, x4, x5, freq_ptr, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr, bo_ptr,
-                 D, H, O, NB, BLOCK_M, BLOCK_D, BLOCK_N, HP, OP, PREC, GPU)
-        if ROUTED:
-            # int() of the noisy layer column truncates toward zero: i or i - 1 for |noise| < 1/2
-            prev = (c0.to(tl.int32) != index) & valid
-            if tl.max(prev.to(tl.int32), axis=0) > 0:
-                y_prev = _mlp(index - 1, x0, x1, x2, x3, x4, x5, freq_ptr, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr,
-                              wo_ptr, bo_ptr, D, H, O, NB, BLOCK_M, BLOCK_D, BLOCK_N, HP, OP, PREC, GPU)
-                y = tl.where(prev[:, None], y_prev, y)
-        acc += tl.math.div_rn(y, c5[:, None])
-    if SAMPLES > 1:
-        acc = tl.math.div_rn(acc, tl.full((BLOCK_M, OP), SAMPLES, tl.float32))
-    oc = tl.arange(0, OP)
-    dst = out_ptr + param_offset + r[:, None] * kernel + (oc[None, :] - col_start)
-    keep = valid[:, None] & (oc[None, :] >= col_start) & (oc[None, :] < col_start + kernel)
-    tl.store(dst, acc, mask=keep)
+    feat = scratch_ptr + pid.to(tl.int64) * (3 * BLOCK_M * SW)
+    buf_a = feat + BLOCK_M * SW
+    buf_b = buf_a + BLOCK_M * SW
+    for t in range(pid, num_tiles, tl.num_programs(0)):  # persistent: the scratch is per program
+        seg = tl.load(tiles_ptr + 2 * t).to(tl.int64)
+        r = tl.load(tiles_ptr + 2 * t + 1) + tl.arange(0, BLOCK_M)
+        meta = seg_ptr + seg * 8
+        index = tl.load(meta)
+        rows = tl.load(meta + 1)
+        cols = tl.load(meta + 2)
+        kernel = tl.load(meta + 4)
+        param_offset = tl.load(meta + 6)
+        col_start = tl.load(meta + 7)
+        valid = r < rows
+        grow = tl.load(meta + 5) + r
+        # exact coordinates [i, a, b, L, A, B] (b = 0, B = 1 for 1-D tensors: cols is 1 there)
+        fzero = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        e0 = fzero + index.to(tl.float32)
+        e1 = (r // cols).to(tl.float32)
+        e2 = (r % cols).to(tl.float32)
+        e3 = fzero + num_tensors
+        e4 = fzero + tl.load(meta + 3).to(tl.float32)
+        e5 = fzero + cols.to(tl.float32)
+        acc = tl.zeros((BLOCK_M, OP), dtype=tl.float32)
+        for k in range(SAMPLES):
+            c0, c1, c2, c3, c4, c5 = e0, e1, e2, e3, e4, e5
+            if NOISE == 1:
+                n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, num_rows, noise_scale, FIRST_NOISY, CHANNELS,
+                                                       GPU)
+                c0, c1, c2, c3, c4, c5 = c0 + n0, c1 + n1, c2 + n2, c3 + n3, c4 + n4, c5 + n5
+            elif NOISE == 2:
+                base = noise_ptr + (k * num_rows + grow) * 6
+                c1 += tl.load(base + 1, mask=valid, other=0.0)
+                c2 += tl.load(base + 2, mask=valid, other=0.0)
+                if not CHANNELS:
+                    c0 += tl.load(base, mask=valid, other=0.0)
+                    c3 += tl.load(base + 3, mask=valid, other=0.0)
+                    c4 += tl.load(base + 4, mask=valid, other=0.0)
+                    c5 += tl.load(base + 5, mask=valid, other=0.0)
+            # x = c / norm, then x[:3] /= x[3:] (correctly rounded divisions, in this order)
+            x3 = tl.math.div_rn(c3, norm)
+            x4 = tl.math.div_rn(c4, norm)
+            x5 = tl.math.div_rn(c5, norm)
+            x0 = tl.math.div_rn(tl.math.div_rn(c0, norm), x3)
+            x1 = tl.math.div_rn(tl.math.div_rn(c1, norm), x4)
+            x2 = tl.math.div_rn(tl.math.div_rn(c2, norm), x5)
+            _write_features(feat, x0, x1, x2, x3, x4, x5, freq_ptr, D, SW, BLOCK_M, BLOCK_K, GPU)
+            y = _mlp(index, feat, buf_a, buf_b, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr, bo_ptr, D, H, O, NB,
+                     SW, BLOCK_M, BLOCK_K, OP, PREC)
+            if ROUTED:
+                # int() of the noisy layer column truncates toward zero: i or i - 1 for |noise| < 1/2
+                prev = (c0.to(tl.int32) != index) & valid
+                if tl.max(prev.to(tl.int32), axis=0) > 0:
+                    y_prev = _mlp(index - 1, feat, buf_a, buf_b, w0_ptr, b0_ptr, wr_ptr, br_ptr, sc_ptr, wo_ptr,
+                                  bo_ptr, D, H, O, NB, SW, BLOCK_M, BLOCK_K, OP, PREC)
+                    y = tl.where(prev[:, None], y_prev, y)
+            acc += tl.math.div_rn(y, c5[:, None])
+        if SAMPLES > 1:
+            acc = tl.math.div_rn(acc, tl.full((BLOCK_M, OP), SAMPLES, tl.float32))
+        oc = tl.arange(0, OP)
+        dst = out_ptr + param_offset + r[:, None] * kernel + (oc[None, :] - col_start)
+        keep = valid[:, None] & (oc[None, :] >= col_start) & (oc[None, :] < col_start + kernel)
+        tl.store(dst, acc, mask=keep)
 
 
 @triton.jit(do_not_specialize=["num_rows", "seed"])
@@ -254,7 +290,7 @@ def inr_forward(weights: tuple[torch.Tensor, ...], segs: torch.Tensor, tiles: to
     if cfg.block_m < 16 or cfg.block_m & (cfg.block_m - 1):
         raise ValueError(f"block_m must be a power of two >= 16, got {cfg.block_m}")
     w0, b0, wr, br, sc, wo, bo = (w.detach().contiguous() for w in weights)
-    L, H, D = w0.shape
+    _, H, D = w0.shape
     NB, O = wr.shape[1], wo.shape[1]
     if NB == 0:  # no residual block: pass a valid pointer that is never read
         wr = br = sc = w0
@@ -267,15 +303,18 @@ def inr_forward(weights: tuple[torch.Tensor, ...], segs: torch.Tensor, tiles: to
     else:
         source, noise_buf = (NOISE_PHILOX if noise_scale > 0 else NOISE_NONE), out
     gpu = _on_gpu(out)
-    grid = (tiles.shape[0],)
+    num_tiles = tiles.shape[0]
+    programs = min(num_tiles, cfg.max_programs(out.device))
+    sw = cfg.scratch_width(D, H)
+    scratch = torch.empty(programs * 3 * cfg.block_m * sw, dtype=torch.float32, device=out.device)
     with torch.cuda.device(out.device) if out.is_cuda else nullcontext():
-        _inr_forward_kernel[grid](
-            out, tiles, segs, freqs, noise_buf, w0, b0, wr, br, sc, wo, bo,
-            num_rows, num_tensors, float(norm), float(noise_scale), int(seed), D, H, O, NB,
+        _inr_forward_kernel[(programs,)](
+            out, tiles, segs, freqs, noise_buf, scratch, w0, b0, wr, br, sc, wo, bo,
+            num_rows, num_tensors, num_tiles, float(norm), float(noise_scale), int(seed), D, H, O, NB,
             SAMPLES=samples, FIRST_NOISY=_first_noisy(samples), NOISE=source,
             ROUTED=noise_mode == "reference" and source != NOISE_NONE, CHANNELS=noise_mode == "channels",
-            BLOCK_M=cfg.block_m, BLOCK_D=cfg.block_d, BLOCK_N=cfg.block_n, HP=cfg.hidden_pad, OP=cfg.out_pad,
-            PREC=precision, GPU=gpu, num_warps=cfg.num_warps)
+            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SW=sw, OP=cfg.out_pad, PREC=precision, GPU=gpu,
+            num_warps=cfg.num_warps)
     return out
 
 

@@ -69,7 +69,7 @@ def seed_of(generator_seed: int) -> int:
 
 def launch_poisoned(inr, layout, block_m, noise=None, samples=1, mode="reference"):
     """The launcher on a NaN-filled output buffer: every element must be written."""
-    cfg = launch.config(inr.hidden_dim, inr.output_dim, block_m)
+    cfg = launch.config(inr.output_dim, block_m=block_m)
     segs, tiles = tb._plan(layout, inr.output_dim, torch.device("cpu"), block_m)
     out = torch.full((layout.numel,), float("nan"))
     with torch.no_grad():
@@ -213,7 +213,7 @@ def test_half_precision_error_is_at_most_twice_torchs(inr, layout):
 
 def test_custom_op_registration(inr, layout):
     """Schema, fake (meta) implementation and autograd registration, as torch.compile relies on them."""
-    cfg = launch.config(inr.hidden_dim, inr.output_dim, 16)
+    cfg = launch.config(inr.output_dim, block_m=16)
     segs, tiles = tb._plan(layout, inr.output_dim, torch.device("cpu"), 16)
     freqs = frequencies(inr.freq_low, inr.freq_high, torch.device("cpu"))
     args = (*[w.detach().requires_grad_() for w in tb._stacked(inr)], segs, tiles, freqs,

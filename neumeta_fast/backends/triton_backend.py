@@ -85,7 +85,7 @@ def _generate_op(w0: torch.Tensor, b0: torch.Tensor, wr: torch.Tensor, br: torch
                  samples: int, noise_scale: float, noise_mode: str, seed: int, precision: str,
                  block_m: int) -> torch.Tensor:
     # coords is read only by the backward (the kernel rebuilds coordinates from `segs`)
-    cfg = launch.config(w0.shape[1], wo.shape[1], block_m)
+    cfg = launch.config(wo.shape[1], precision, block_m)
     return inr_forward((w0, b0, wr, br, sc, wo, bo), segs, tiles, freqs, numel=numel, num_rows=coords.shape[0],
                        num_tensors=num_tensors, norm=norm, samples=samples, noise_scale=noise_scale,
                        noise_mode=noise_mode, seed=seed, noise=noise, precision=precision, cfg=cfg)
@@ -159,7 +159,8 @@ def _seed(req: Request) -> int:
 
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR's parameters."""
-    cfg = launch.config(inr.hidden_dim, inr.output_dim)
+    precision = _PRECISION[req.dtype]
+    cfg = launch.config(inr.output_dim, precision)
     segs, tiles = _plan(layout, inr.output_dim, req.device, cfg.block_m)
     coords = layout.coordinates(req.device)
     if req.noise_tensor is not None and req.noise_mode == "reference":
@@ -168,4 +169,4 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
     return torch.ops.neumeta_fast.triton_generate(
         *_stacked(inr), segs, tiles, freqs, coords, req.noise_tensor, layout.numel, layout.num_tensors, req.norm,
-        req.samples, req.noise, req.noise_mode, _seed(req) if philox else 0, _PRECISION[req.dtype], cfg.block_m)
+        req.samples, req.noise, req.noise_mode, _seed(req) if philox else 0, precision, cfg.block_m)
