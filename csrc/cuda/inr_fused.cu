@@ -135,10 +135,16 @@ __device__ void dense(const Smem<T>& s, const ForwardParams& p, const T* __restr
     for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int c = 0; c < 2; ++c) wmma::fill_fragment(acc[i][c], 0.0f);
-    for (int k = 0; k < k_count; k += 16) {
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b[2];
+    // B fragments come straight from global memory (L2): load step k + 16 before the MMAs of step k.
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b[2], b_next[2];
 #pragma unroll
-      for (int c = 0; c < 2; ++c) wmma::load_matrix_sync(b[c], wt + static_cast<int64_t>(k) * p.ldw + n0 + 16 * c, p.ldw);
+    for (int c = 0; c < 2; ++c) wmma::load_matrix_sync(b[c], wt + n0 + 16 * c, p.ldw);
+    for (int k = 0; k < k_count; k += 16) {
+      if (k + 16 < k_count) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+          wmma::load_matrix_sync(b_next[c], wt + static_cast<int64_t>(k + 16) * p.ldw + n0 + 16 * c, p.ldw);
+      }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
@@ -146,6 +152,8 @@ __device__ void dense(const Smem<T>& s, const ForwardParams& p, const T* __restr
 #pragma unroll
         for (int c = 0; c < 2; ++c) wmma::mma_sync(acc[i][c], a, b[c], acc[i][c]);
       }
+#pragma unroll
+      for (int c = 0; c < 2; ++c) b[c] = b_next[c];
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i)

@@ -13,6 +13,9 @@ NM_HD float relu(float v) { return v > 0.0f ? v : 0.0f; }
 template <int TM, int TN>
 NM_HD void gemm_microtile(float (&acc)[TM][TN], const float* __restrict__ a, int lda,
                           const float* __restrict__ wt, int ldw, int col_stride, int k_count) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll 4  // lets the compiler issue the next steps' weight loads early
+#endif
   for (int k = 0; k < k_count; ++k) {
     float w[TN];
 #if defined(__CUDA_ARCH__)
