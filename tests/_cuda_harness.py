@@ -8,6 +8,10 @@ from pathlib import Path
 
 import torch
 
+from neumeta_fast import INR, Layout
+from neumeta_fast.backends import cuda_backend
+from neumeta_fast.backends.request import Request
+
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "csrc" / "include"
 SOURCE = Path(__file__).with_name("cuda_harness.cpp")
@@ -54,4 +58,17 @@ def ptr(t: torch.Tensor | None) -> int | None:
 def noise(dll: ctypes.CDLL, seed: int, samples: int, rows: int, scale: float, mode: int) -> torch.Tensor:
     out = torch.empty(samples, rows, 6)
     dll.nm_noise(seed, samples, rows, scale, mode, ptr(out))
+    return out
+
+
+def forward(dll: ctypes.CDLL, inr: INR, layout: Layout, req: Request, seed: int = 0) -> torch.Tensor:
+    """The float32 kernel run by the harness on the backend's own packed weights and segment table."""
+    w0t, b0, wbt, bb, scalars, wo, bo = cuda_backend._pack(inr, torch.float32, 256)
+    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    out = torch.full((layout.numel,), float("nan"))
+    noise_tensor = None if req.noise_tensor is None else req.noise_tensor.contiguous()
+    dll.nm_forward(*(ptr(t) for t in (w0t, b0, wbt, bb, scalars, wo, bo)), inr.num_tensors, w0t.shape[1],
+                   w0t.shape[2], wbt.shape[1], wo.shape[1], wo.shape[2], ptr(table), len(layout), tiles,
+                   ptr(noise_tensor), seed, req.noise, req.samples, cuda_backend._NOISE_MODES[req.noise_mode],
+                   req.norm, inr.freq_low, inr.num_freqs, layout.num_rows, ptr(out))
     return out

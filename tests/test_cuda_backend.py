@@ -29,6 +29,57 @@ def test_by_name_on_cpu_is_a_clear_error():
         generate(INR(1, hidden_dim=8, num_layers=1, num_freqs=1), layout, norm=1, backend="cuda")
 
 
+# -- the backend's Python layers on the CPU, with the kernel replaced by the host harness --------
+@pytest.fixture
+def host_kernel(monkeypatch, tmp_path):
+    """cuda_backend with its two ops run by tests/cuda_harness.cpp (the float32 kernel's tile loop)."""
+    if harness.compiler() is None:
+        pytest.skip("no C++ compiler for the host harness")
+    dll = harness.build(tmp_path)
+
+    def philox_noise(out, seed, scale, mode):
+        out.copy_(harness.noise(dll, seed, out.shape[0], out.shape[1], scale, mode))
+
+    monkeypatch.setattr(cuda_backend, "unavailable_reason", lambda device: None)
+    monkeypatch.setattr(cuda_backend, "_launch", lambda inr, layout, req, seed: harness.forward(dll, inr, layout, req, seed))
+    monkeypatch.setattr(torch.ops.neumeta_fast, "philox_noise", philox_noise, raising=False)
+    return dll
+
+
+def _small_layout() -> Layout:
+    return Layout.from_shapes([("c", (5, 3, 3, 3)), ("b", (5,)), ("p", (4, 5, 1, 1)), ("l", (3, 11))])
+
+
+def _small_inr(seed: int) -> INR:
+    torch.manual_seed(seed)
+    return INR(4, hidden_dim=24, num_layers=3, num_freqs=3)
+
+
+@pytest.mark.parametrize("mode", ["reference", "channels"])
+def test_autograd_and_seeding_around_the_host_kernel(host_kernel, mode):
+    """Forward, gradients and generator seeding of the cuda backend's Python layers against torch."""
+    layout = _small_layout()
+    seed = cuda_backend._seed(torch.Generator().manual_seed(9))
+    noise = harness.noise(host_kernel, seed, 3, layout.num_rows, 1.0, cuda_backend._NOISE_MODES[mode])
+    results = {}
+    for backend, kw in (("torch", dict(noise_tensor=noise)), ("cuda", dict(generator=torch.Generator().manual_seed(9)))):
+        inr = _small_inr(0)
+        flat = _flat(generate(inr, layout, norm=48, noise=1.0, samples=3, noise_mode=mode, backend=backend, **kw))
+        (flat * torch.linspace(-1, 1, flat.numel())).sum().backward()
+        results[backend] = (flat.detach(), [p.grad for p in inr.parameters()])
+    torch.testing.assert_close(results["cuda"][0], results["torch"][0], rtol=2e-5, atol=1e-6)
+    for g_cuda, g_torch in zip(results["cuda"][1], results["torch"][1]):
+        torch.testing.assert_close(g_cuda, g_torch, rtol=1e-6, atol=1e-7)
+
+
+def test_explicit_noise_outside_the_mlps_is_refused(host_kernel):
+    layout = _small_layout()
+    noise = torch.zeros(1, layout.num_rows, 6)
+    noise[0, 0, 0] = -1.5  # row 0 belongs to tensor 0: int(-1.5) = -1
+    with pytest.raises(ValueError, match="outside the INR's"):
+        generate(_small_inr(0), layout, norm=48, noise=1.0, noise_tensor=noise, backend="cuda")
+
+
 # -- on a GPU ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def device():

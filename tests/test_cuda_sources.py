@@ -173,19 +173,6 @@ def _request(layout, *, samples=1, noise=0.0, mode="reference", noise_tensor=Non
     return Request(64.0, samples, noise, mode, None, noise_tensor, torch.float32, torch.device("cpu"))
 
 
-def _host_forward(dll, inr: INR, layout: Layout, req: Request, seed: int = 0) -> torch.Tensor:
-    """The float32 kernel run by the harness on the backend's own packed weights and segment table."""
-    w0t, b0, wbt, bb, scalars, wo, bo = cuda_backend._pack(inr, torch.float32, 256)
-    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
-    out = torch.full((layout.numel,), float("nan"))
-    mode = {"reference": 0, "channels": 1}[req.noise_mode]
-    dll.nm_forward(*(harness.ptr(t) for t in (w0t, b0, wbt, bb, scalars, wo, bo)), inr.num_tensors, w0t.shape[1],
-                   w0t.shape[2], wbt.shape[1], wo.shape[1], wo.shape[2], harness.ptr(table), len(layout), tiles,
-                   harness.ptr(req.noise_tensor), seed, req.noise, req.samples, mode, req.norm, inr.freq_low,
-                   inr.num_freqs, layout.num_rows, harness.ptr(out))
-    return out
-
-
 def _inr(layout: Layout, seed: int, **kw) -> INR:
     torch.manual_seed(seed)
     inr = INR(layout.num_tensors, **kw)
@@ -211,7 +198,7 @@ def test_host_forward_matches_torch_backend(dll, config):
     inr = _inr(layout, 0, **config)
     req = _request(layout)
     with torch.no_grad():
-        _close(_host_forward(dll, inr, layout, req), torch_backend.generate_flat(inr, layout, req))
+        _close(harness.forward(dll, inr, layout, req), torch_backend.generate_flat(inr, layout, req))
 
 
 @pytest.mark.parametrize("mode", ["reference", "channels"])
@@ -224,7 +211,7 @@ def test_host_forward_with_given_noise_and_samples(dll, mode):
     req = _request(layout, samples=3, noise=0.9, mode=mode, noise_tensor=noise)
     with torch.no_grad():
         expected = torch_backend.generate_flat(inr, layout, req)
-        _close(_host_forward(dll, inr, layout, req), expected)
+        _close(harness.forward(dll, inr, layout, req), expected)
 
 
 @pytest.mark.parametrize("mode", ["reference", "channels"])
@@ -241,7 +228,7 @@ def test_host_forward_philox_equals_its_materialised_noise(dll, mode):
     with torch.no_grad():
         expected = torch_backend.generate_flat(inr, layout, _request(layout, samples=4, noise=1.0, mode=mode,
                                                                      noise_tensor=materialised))
-        _close(_host_forward(dll, inr, layout, req, seed), expected)
+        _close(harness.forward(dll, inr, layout, req, seed), expected)
 
 
 def test_pack_layout_and_padding():

@@ -11,6 +11,7 @@ backend reports why; with NEUMETA_CUDA_JIT=1 it is compiled on first use instead
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import weakref
@@ -32,7 +33,6 @@ _NOISE_MODES = {"reference": 0, "channels": 1}
 _CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _BUILD_HINT = ("build it with `NEUMETA_FORCE_CUDA=1 pip install --no-build-isolation -e .` where nvcc and a CUDA "
                "build of torch are installed, or set NEUMETA_CUDA_JIT=1 to compile it on first use")
-_load_error: list[str | None] = []  # the memoised outcome of _load()
 _tables: "weakref.WeakKeyDictionary[Layout, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -44,14 +44,9 @@ def _jit_build() -> None:
          extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=["-O3", "-std=c++17"], is_python_module=False)
 
 
+@functools.lru_cache(maxsize=None)
 def _load() -> str | None:
     """Register the extension's ops (once). None on success, else why they are unavailable."""
-    if not _load_error:
-        _load_error.append(_try_load())
-    return _load_error[0]
-
-
-def _try_load() -> str | None:
     spec = importlib.util.find_spec("neumeta_fast._C_cuda")
     try:
         if spec is not None and spec.origin:
