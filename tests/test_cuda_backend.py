@@ -10,6 +10,7 @@ import torch
 import _cuda_harness as harness
 from neumeta_fast import INR, Layout, backends, generate
 from neumeta_fast.backends import cuda_backend
+from neumeta_fast.backends.request import philox_seed
 
 from test_layout import random_shapes
 
@@ -59,7 +60,7 @@ def _small_inr(seed: int) -> INR:
 def test_autograd_and_seeding_around_the_host_kernel(host_kernel, mode):
     """Forward, gradients and generator seeding of the cuda backend's Python layers against torch."""
     layout = _small_layout()
-    seed = cuda_backend._seed(torch.Generator().manual_seed(9))
+    seed = philox_seed(torch.Generator().manual_seed(9))
     noise = harness.noise(host_kernel, seed, 3, layout.num_rows, 1.0, cuda_backend._NOISE_MODES[mode])
     results = {}
     for backend, kw in (("torch", dict(noise_tensor=noise)), ("cuda", dict(generator=torch.Generator().manual_seed(9)))):
@@ -183,7 +184,7 @@ def test_philox_samples_reproducible_and_equal_to_their_noise(device, mode):
         c = _flat(generate(inr, layout, generator=_gen(43), **kw))
         assert torch.equal(a, b), "same generator seed, same weights"
         assert not torch.equal(a, c)
-        seed = cuda_backend._seed(_gen(42))
+        seed = philox_seed(_gen(42))
         noise = torch.empty(4, layout.num_rows, 6, device=device)
         torch.ops.neumeta_fast.philox_noise(noise, seed, 1.0, {"reference": 0, "channels": 1}[mode])
         expected = _flat(generate(inr, layout, norm=64, noise=1.0, samples=4, noise_mode=mode, noise_tensor=noise,
@@ -211,7 +212,7 @@ def test_gradients_equal_torch_backend(device, samples, noise):
         noise_tensor = None
         if noise:
             noise_tensor = torch.empty(samples, layout.num_rows, 6, device=device)
-            torch.ops.neumeta_fast.philox_noise(noise_tensor, cuda_backend._seed(_gen(9)), noise, 0)
+            torch.ops.neumeta_fast.philox_noise(noise_tensor, philox_seed(_gen(9)), noise, 0)
         kw = dict(noise_tensor=noise_tensor) if backend == "torch" else dict(generator=_gen(9))
         flat = _flat(generate(inr, layout, norm=64, noise=noise, samples=samples, backend=backend, **kw))
         weight = torch.linspace(-1, 1, flat.numel(), device=device)

@@ -64,7 +64,7 @@ def seed_of(generator_seed: int) -> int:
     """The Philox seed the backend draws from torch.Generator().manual_seed(generator_seed)."""
     req = Request(NORM, 1, 1.0, "reference", torch.Generator().manual_seed(generator_seed), None, torch.float32,
                   torch.device("cpu"))
-    return tb._seed(req)
+    return req.seed()
 
 
 def launch_poisoned(inr, layout, block_m, noise=None, samples=1, mode="reference"):

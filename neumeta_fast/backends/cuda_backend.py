@@ -111,12 +111,6 @@ def _pack(inr: INR, dtype: torch.dtype, column_multiple: int) -> list[torch.Tens
         return cast + [scalars.float().contiguous(), wo.to(dtype).contiguous(), bo.to(dtype).contiguous()]
 
 
-def _seed(generator: torch.Generator | None) -> int:
-    """A 62-bit Philox key drawn from the generator (on its own device, CPU or CUDA)."""
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device).item())
-
-
 def _check_routes(layout: Layout, req: Request, num_tensors: int) -> None:
     """Explicit reference-mode noise may move the layer index out of [0, L): refuse, as the torch backend."""
     col0 = layout.coordinates(req.device)[:, 0] + req.noise_tensor[:, :, 0]
@@ -173,7 +167,7 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
         raise RuntimeError(f"backend 'cuda' cannot run on {req.device}: {reason}")
     if req.noise_tensor is not None and req.noise_mode == "reference":
         _check_routes(layout, req, inr.num_tensors)
-    seed = _seed(req.generator) if any(_noise.noisy_samples(req.samples, req.noise)) else 0
+    seed = req.seed() if any(_noise.noisy_samples(req.samples, req.noise)) else 0
     params = list(inr.parameters())
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return _Generate.apply(inr, layout, req, seed, *params)

@@ -151,12 +151,6 @@ def _check_routing(layout: Layout, coords: torch.Tensor, noise: torch.Tensor) ->
                          "column 0 in noise_mode='reference': use backend='torch' for larger noise")
 
 
-def _seed(req: Request) -> int:
-    """A 62-bit Philox seed drawn from the request's generator (on the generator's own device)."""
-    device = req.generator.device if req.generator is not None else "cpu"
-    return int(torch.randint(0, 2 ** 62, (1,), generator=req.generator, device=device).item())
-
-
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR's parameters."""
     precision = _PRECISION[req.dtype]
@@ -169,4 +163,4 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
     return torch.ops.neumeta_fast.triton_generate(
         *_stacked(inr), segs, tiles, freqs, coords, req.noise_tensor, layout.numel, layout.num_tensors, req.norm,
-        req.samples, req.noise, req.noise_mode, _seed(req) if philox else 0, precision, cfg.block_m)
+        req.samples, req.noise, req.noise_mode, req.seed() if philox else 0, precision, cfg.block_m)
