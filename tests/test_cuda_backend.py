@@ -12,7 +12,7 @@ from neumeta_fast import INR, Layout, backends, generate
 from neumeta_fast.backends import cuda_backend
 from neumeta_fast.backends.request import philox_seed
 
-from test_layout import random_shapes
+from helpers import random_shapes
 
 HAS_GPU = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device: the kernel runs only on a GPU")

@@ -15,7 +15,7 @@ from neumeta_fast.encoding import frequencies  # noqa: E402
 from neumeta_fast.kernels import launch  # noqa: E402
 from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise  # noqa: E402
 
-from test_layout import random_shapes  # noqa: E402
+from helpers import random_inr, random_shapes  # noqa: E402
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="interpreter tests; the GPU is covered by benchmarks/device_check.sh")
@@ -26,16 +26,6 @@ SHAPES = [("conv3", (5, 9, 3, 3)), ("conv1", (4, 5, 1, 1)), ("linear", (7, 4)), 
 NORM = 48.0  # not a power of two: the normalisation order matters in the last bit
 
 
-def make_inr(num_tensors: int, seed: int = 0, **kw) -> INR:
-    torch.manual_seed(seed)
-    cfg = dict(hidden_dim=32, num_layers=3, num_freqs=4)
-    cfg.update(kw)
-    inr = INR(num_tensors, **cfg)
-    with torch.no_grad():  # larger than the default init so that every input matters
-        for p in inr.parameters():
-            p.normal_(0, 0.3)
-    return inr
-
 
 @pytest.fixture(scope="module")
 def layout():
@@ -44,7 +34,7 @@ def layout():
 
 @pytest.fixture(scope="module")
 def inr():
-    return make_inr(len(SHAPES))
+    return random_inr(len(SHAPES))
 
 
 def assert_close(got: dict, want: dict, rel: float = 1e-5):
@@ -94,13 +84,13 @@ def test_random_layouts_and_shapes(seed):
     rng = random.Random(seed)
     shapes = random_shapes(rng, rng.randint(2, 6))
     layout = Layout.from_shapes(shapes)
-    inr = make_inr(len(shapes), seed, hidden_dim=[24, 32, 40][seed], output_dim=[9, 11, 9][seed],
+    inr = random_inr(len(shapes), seed, hidden_dim=[24, 32, 40][seed], output_dim=[9, 11, 9][seed],
                    num_freqs=[4, [1, 3], 2][seed])
     assert_close(*both(inr, layout))
 
 
 def test_one_layer_mlp_forward_and_gradients(layout):
-    inr = make_inr(len(SHAPES), 3, num_layers=1)
+    inr = random_inr(len(SHAPES), 3, num_layers=1)
     assert_close(*both(inr, layout))
     check_gradients(inr, layout)
 
