@@ -18,11 +18,12 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // it touches: far above rounding noise, so float error can never make the
 // search cycle, even on huge or tiny magnitudes.
 constexpr double kRelGain = 1e-12;
-constexpr double kSymRtol = 1e-5;   // relative asymmetry still accepted
+constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
-constexpr int kKickSegment = 100;     // longest segment a double bridge moves
+constexpr int kKickSegment = 100;    // longest segment a double bridge moves
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
-constexpr int64_t kStallPerCity = 10;
+// Converged: this many kicks per city in a row found nothing shorter.
+constexpr int64_t kStallPerCity = 20;
 constexpr int64_t kMinStall = 100;
 
 bool improves(double removed, double added) {
