@@ -50,7 +50,7 @@ def _row_owner(key_mask: Mapping[str, torch.Tensor], names: list[str], num_rows:
     As in the reference, `coords` are the rows of the full table that the selected keys' masks
     cover, in table order.
     """
-    masks = torch.stack([torch.as_tensor(key_mask[n]).bool() for n in names])
+    masks = torch.stack([torch.as_tensor(key_mask[n]).cpu().bool() for n in names])
     covered = masks.any(0)
     if int(covered.sum()) != num_rows:
         raise ValueError(f"coords has {num_rows} rows but the selected keys' masks cover {int(covered.sum())} "
