@@ -94,17 +94,18 @@ class Layout:
     def from_module(cls, module: nn.Module, include: Include = None) -> "Layout":
         """Morphable tensors of `module` in state-dict order.
 
-        `include`: None (every parameter), a prefix string, an iterable of names, or
-        a predicate `(name, tensor) -> bool` over the state dict's entries.
+        `include`: None (every parameter), a name prefix or a predicate `(name, tensor) -> bool`
+        (both over parameters: buffers such as BatchNorm statistics are not generated), or an
+        iterable of state-dict names.
         """
         state = module.state_dict(keep_vars=True)
+        params = {n for n, _ in module.named_parameters()}
         if include is None:
-            params = {n for n, _ in module.named_parameters()}
             pick = lambda n, t: n in params  # noqa: E731
         elif isinstance(include, str):
-            pick = lambda n, t: n.startswith(include)  # noqa: E731
+            pick = lambda n, t: n in params and n.startswith(include)  # noqa: E731
         elif callable(include):
-            pick = include
+            pick = lambda n, t: n in params and include(n, t)  # noqa: E731
         else:
             wanted = list(include)
             missing = [n for n in wanted if n not in state]

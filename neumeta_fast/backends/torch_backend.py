@@ -58,7 +58,8 @@ def _mlp(p: _MLPWeights, pe: torch.Tensor, cols: slice, dtype: torch.dtype, trac
         t = F.linear(h.to(dtype) if lowp else h, w, b).relu_()
         t = t.float() if lowp else t
         h = torch.addcmul(h, t, s) if track_grad else h.addcmul_(t, s)
-    out = F.linear(h.to(dtype) if lowp else h, p.wo[cols], p.bo[cols])
+    # The full output layer, then the columns: slicing the weight instead changes GEMM rounding.
+    out = F.linear(h.to(dtype) if lowp else h, p.wo, p.bo)[:, cols]
     return out.float() if lowp else out
 
 

@@ -1,0 +1,219 @@
+"""generate() on the torch backend against the literal reference implementation (SPEC 2)."""
+import random
+
+import pytest
+import torch
+
+from neumeta_fast import INR, Layout, generate, generate_into
+from neumeta_fast import noise as noise_lib
+from neumeta_fast.reference import reference_generate
+
+from test_layout import random_shapes
+
+
+def random_inr(num_tensors: int, seed: int, **kw) -> INR:
+    torch.manual_seed(seed)
+    cfg = dict(hidden_dim=32, num_layers=3, num_freqs=4)
+    cfg.update(kw)
+    inr = INR(num_tensors, **cfg)
+    with torch.no_grad():  # larger than the default init so that every input matters
+        for p in inr.parameters():
+            p.normal_(0, 0.3)
+    return inr
+
+
+def case(seed: int):
+    rng = random.Random(seed)
+    shapes = random_shapes(rng, rng.randint(2, 7))
+    return shapes, Layout.from_shapes(shapes), random_inr(len(shapes), seed)
+
+
+def assert_close(got: dict, want: dict, rel: float = 1e-5):
+    scale = max(w.abs().max().item() for w in want.values())
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        err = (got[name] - want[name]).abs().max().item()
+        assert err <= rel * scale, f"{name}: max abs error {err} > {rel} * {scale}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("norm", [64.0, 48.0, 7.0])
+def test_no_noise_equals_reference(seed, norm):
+    shapes, layout, inr = case(seed)
+    with torch.no_grad():
+        assert_close(generate(inr, layout, norm=norm, backend="torch"), reference_generate(inr, shapes, norm))
+
+
+@pytest.mark.parametrize("mode", noise_lib.NOISE_MODES)
+@pytest.mark.parametrize("samples", [1, 4])
+@pytest.mark.parametrize("seed", range(3))
+def test_fixed_noise_equals_reference(mode, samples, seed):
+    shapes, layout, inr = case(seed)
+    eps = torch.rand(samples, layout.num_rows, 6) - 0.5  # s = 1: reference mode re-routes many rows
+    with torch.no_grad():
+        got = generate(inr, layout, norm=48, samples=samples, noise_mode=mode, noise_tensor=eps, backend="torch")
+        want = reference_generate(inr, shapes, 48, noise=list(eps), noise_mode=mode)
+    assert_close(got, want)
+
+
+def test_reference_mode_noise_reroutes_rows():
+    """The quirk the reference has: negative noise on column 0 picks the previous tensor's MLP."""
+    shapes = [("a", (4, 4)), ("b", (4, 4))]
+    layout, inr = Layout.from_shapes(shapes), random_inr(2, 0)
+    eps = torch.zeros(1, layout.num_rows, 6)
+    eps[0, 16:, 0] = -0.25  # every row of "b" moves to MLP 0
+    with torch.no_grad():
+        ref = generate(inr, layout, norm=8, noise_tensor=eps, noise_mode="reference")["b"]
+        chan = generate(inr, layout, norm=8, noise_tensor=eps, noise_mode="channels")["b"]
+        clean = generate(inr, layout, norm=8)["b"]
+    assert torch.equal(chan, clean)
+    assert not torch.allclose(ref, clean)
+
+
+@pytest.mark.parametrize("mode", noise_lib.NOISE_MODES)
+def test_drawn_noise_is_reproducible_and_documented(mode):
+    shapes, layout, inr = case(1)
+    samples, scale = 3, 0.8
+    with torch.no_grad():
+        a = generate(inr, layout, norm=32, noise=scale, samples=samples, noise_mode=mode,
+                     generator=torch.Generator().manual_seed(5))
+        b = generate(inr, layout, norm=32, noise=scale, samples=samples, noise_mode=mode,
+                     generator=torch.Generator().manual_seed(5))
+        gen = torch.Generator().manual_seed(5)  # sample 0 clean, then one draw per noisy sample
+        eps = torch.stack([torch.zeros(layout.num_rows, 6)] +
+                          [noise_lib.draw(layout.num_rows, scale, gen, torch.device("cpu")) for _ in range(samples - 1)])
+        c = generate(inr, layout, norm=32, samples=samples, noise_mode=mode, noise_tensor=eps)
+        d = generate(inr, layout, norm=32, noise=scale, samples=samples, noise_mode=mode,
+                     generator=torch.Generator().manual_seed(6))
+    for name in a:
+        assert torch.equal(a[name], b[name]) and torch.equal(a[name], c[name])
+    assert any(not torch.equal(a[n], d[n]) for n in a)
+
+
+@pytest.mark.parametrize("mode", noise_lib.NOISE_MODES)
+def test_gradients_match_reference(mode):
+    shapes, layout, inr = case(3)
+    eps = torch.rand(2, layout.num_rows, 6) - 0.5
+    probes = {name: torch.randn(shape) for name, shape in shapes}
+
+    def grads(weights):
+        inr.zero_grad()
+        sum((weights[n] * probes[n]).sum() for n in probes).backward()
+        return {n: p.grad.clone() for n, p in inr.named_parameters()}
+
+    got = grads(generate(inr, layout, norm=48, samples=2, noise_mode=mode, noise_tensor=eps))
+    want = grads(reference_generate(inr, shapes, 48, noise=list(eps), noise_mode=mode))
+    for name in want:
+        scale = want[name].abs().max().item() + 1e-12
+        assert (got[name] - want[name]).abs().max().item() <= 1e-4 * scale, name
+
+
+def test_paper_sized_inr_equals_reference():
+    shapes = [("conv1.weight", (8, 16, 3, 3)), ("bn1.weight", (8,)), ("bn1.bias", (8,)),
+              ("conv2.weight", (16, 8, 3, 3)), ("down.weight", (16, 8, 1, 1))]
+    layout = Layout.from_shapes(shapes)
+    inr = INR(len(shapes), hidden_dim=128, num_layers=8, num_freqs=32)  # F = 32: angles up to 2^31 pi
+    with torch.no_grad():
+        assert_close(generate(inr, layout, norm=64), reference_generate(inr, shapes, 64))
+
+
+def test_bfloat16_is_close_but_not_silent():
+    shapes, layout, inr = case(2)
+    with torch.no_grad():
+        exact = generate(inr, layout, norm=48)
+        low = generate(inr, layout, norm=48, dtype=torch.bfloat16)
+    scale = max(w.abs().max().item() for w in exact.values())
+    err = max((low[n] - exact[n]).abs().max().item() for n in exact)
+    assert 0 < err < 0.05 * scale
+    assert all(w.dtype == torch.float32 for w in low.values())
+
+
+def test_output_is_one_flat_buffer():
+    _, layout, inr = case(4)
+    with torch.no_grad():
+        weights = generate(inr, layout, norm=16)
+    first = next(iter(weights.values()))
+    base = first.untyped_storage().data_ptr()
+    assert all(w.untyped_storage().data_ptr() == base for w in weights.values())
+
+
+def test_generate_into_writes_module_tensors():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    layout = Layout.from_module(net, include=lambda n, t: n.endswith("weight"))
+    inr = random_inr(len(layout), 0)
+    with torch.no_grad():
+        for t in net.parameters():
+            t.fill_(float("nan"))  # poisoned: every generated tensor must be overwritten
+    generate_into(inr, net, layout, norm=16)
+    state = net.state_dict()
+    with torch.no_grad():
+        expected = generate(inr, layout, norm=16)
+    for name, w in expected.items():
+        assert torch.equal(state[name], w)
+    assert torch.isnan(state["0.bias"]).all()  # not in the layout: untouched
+
+
+# -- bad input ---------------------------------------------------------------
+
+def test_bad_arguments_raise_clear_errors():
+    _, layout, inr = case(0)
+    with pytest.raises(ValueError, match="norm"):
+        generate(inr, layout, norm=0)
+    with pytest.raises(ValueError, match="norm"):
+        generate(inr, layout, norm=float("nan"))
+    with pytest.raises(ValueError, match="samples"):
+        generate(inr, layout, norm=1, samples=0)
+    with pytest.raises(ValueError, match="backend"):
+        generate(inr, layout, norm=1, backend="opencl")
+    with pytest.raises(ValueError, match="noise_mode"):
+        generate(inr, layout, norm=1, noise_mode="gaussian")
+    with pytest.raises(ValueError, match="noise"):
+        generate(inr, layout, norm=1, noise=-0.1)
+    with pytest.raises(ValueError, match="noise=1.5"):
+        generate(inr, layout, norm=1, noise=1.5)  # reference mode: layer index could leave [0, L)
+    with pytest.raises(ValueError, match="dtype"):
+        generate(inr, layout, norm=1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="L="):
+        generate(random_inr(len(layout) + 1, 0), layout, norm=1)
+    with pytest.raises(ValueError, match="noise_tensor"):
+        generate(inr, layout, norm=1, noise_tensor=torch.zeros(1, 3, 6))
+
+
+def test_large_noise_is_allowed_in_channel_mode():
+    _, layout, inr = case(0)
+    with torch.no_grad():
+        generate(inr, layout, norm=16, noise=3.0, noise_mode="channels", generator=torch.Generator().manual_seed(0))
+
+
+def test_explicit_noise_outside_layer_range_is_rejected():
+    _, layout, inr = case(0)
+    eps = torch.zeros(1, layout.num_rows, 6)
+    eps[0, 0, 0] = -1.5  # row of tensor 0 -> layer index -1
+    with pytest.raises(ValueError, match="layer index"):
+        generate(inr, layout, norm=16, noise_tensor=eps)
+
+
+def test_non_finite_inputs_are_named():
+    _, layout, inr = case(0)
+    with torch.no_grad():
+        inr.model[1].residual_blocks[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"model\.1\.residual_blocks\.0\.weight"):
+        generate(inr, layout, norm=16)
+    _, layout, inr = case(0)
+    eps = torch.zeros(1, layout.num_rows, 6)
+    eps[0, 3, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        generate(inr, layout, norm=16, noise_tensor=eps)
+
+
+def test_kernel_larger_than_output_dim():
+    layout = Layout.from_shapes([("stem.weight", (4, 3, 7, 7))])
+    with pytest.raises(ValueError, match="stem.weight"):
+        generate(random_inr(1, 0), layout, norm=1)
+
+
+def test_triton_or_cuda_by_name_on_cpu_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    _, layout, inr = case(0)
+    with pytest.raises(RuntimeError, match="cuda"):
+        generate(inr, layout, norm=1, backend="cuda")

@@ -1,0 +1,102 @@
+"""Layout: coordinate table and scatter plan against a literal enumeration (SPEC 2)."""
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from neumeta_fast import Layout
+from neumeta_fast.reference import reference_coordinates
+
+
+def random_shapes(rng: random.Random, count: int):
+    shapes = []
+    for t in range(count):
+        kind = rng.choice(["conv3", "conv1", "linear", "vector", "single"])
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        shape = {"conv3": (a, b, 3, 3), "conv1": (a, b, 1, 1), "linear": (a, b), "vector": (a,), "single": (1,)}[kind]
+        shapes.append((f"t{t}", shape))
+    return shapes
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_coordinates_equal_literal_enumeration(seed):
+    rng = random.Random(seed)
+    shapes = random_shapes(rng, rng.randint(1, 8))
+    layout = Layout.from_shapes(shapes)
+    coords = layout.coordinates()
+    assert coords.dtype == torch.float32
+    assert torch.equal(coords, reference_coordinates(shapes))
+    assert layout.num_rows == coords.shape[0]
+
+
+def test_segments_tile_the_flat_buffer():
+    shapes = [("c", (4, 3, 3, 3)), ("p", (4, 3, 1, 1)), ("l", (5, 4)), ("v", (5,)), ("one", (1,))]
+    layout = Layout.from_shapes(shapes)
+    pos = 0
+    for s, (_, shape) in zip(layout.segments, shapes):
+        assert s.param_offset == pos and s.numel == torch.Size(shape).numel()
+        pos += s.numel
+    assert layout.numel == pos
+    flat = torch.arange(layout.numel, dtype=torch.float32)
+    views = layout.views(flat)
+    assert [tuple(v.shape) for v in views.values()] == [shape for _, shape in shapes]
+    assert all(v.data_ptr() >= flat.data_ptr() for v in views.values())  # views, not copies
+
+
+def test_centre_slice_columns():
+    layout = Layout.from_shapes([("k3", (2, 2, 3, 3)), ("k1", (2, 2, 1, 1)), ("k13", (2, 2, 1, 3)), ("l", (2, 2))])
+    assert [s.col_start(9) for s in layout.segments] == [0, 4, 3, 0]
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3), (2, 2, 2, 2, 2), ()])
+def test_unsupported_rank_names_the_tensor(shape):
+    with pytest.raises(ValueError, match="bad"):
+        Layout.from_shapes([("ok", (2,)), ("bad", shape)])
+
+
+def test_bad_layouts():
+    with pytest.raises(ValueError, match="at least one"):
+        Layout.from_shapes([])
+    with pytest.raises(ValueError, match="unique"):
+        Layout.from_shapes([("a", (2,)), ("a", (3,))])
+    with pytest.raises(ValueError, match="positive"):
+        Layout.from_shapes([("z", (0, 3))])
+
+
+def test_kernel_larger_than_output_dim_is_an_error():
+    layout = Layout.from_shapes([("stem", (8, 3, 7, 7))])
+    with pytest.raises(ValueError, match="stem.*output_dim"):
+        layout.check_output_dim(9)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+
+def test_from_module_include_forms():
+    net = Net()
+    everything = Layout.from_module(net)
+    assert everything.names == ["conv.weight", "conv.bias", "bn.weight", "bn.bias", "fc.weight", "fc.bias"]
+    assert Layout.from_module(net, include="bn.").names == ["bn.weight", "bn.bias"]
+    assert Layout.from_module(net, include=["fc.weight", "conv.weight"]).names == ["conv.weight", "fc.weight"]
+    assert Layout.from_module(net, include=lambda n, t: t.dim() == 4).names == ["conv.weight"]
+    with pytest.raises(KeyError, match="nope"):
+        Layout.from_module(net, include=["nope"])
+    with pytest.raises(ValueError, match="no tensor"):
+        Layout.from_module(net, include="zzz")
+
+
+def test_subset_keeps_indices_and_count():
+    layout = Layout.from_shapes([("a", (2, 2)), ("b", (3,)), ("c", (2, 2, 3, 3))])
+    sub = layout.subset(["c", "a"])
+    assert sub.names == ["a", "c"] and sub.num_tensors == 3
+    full = layout.coordinates()
+    expected = torch.cat([full[:4], full[7:]])
+    assert torch.equal(sub.coordinates(), expected)
+    with pytest.raises(KeyError, match="zz"):
+        layout.subset(["zz"])
