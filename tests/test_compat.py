@@ -1,5 +1,6 @@
 """neumeta_fast.compat: reference-API code runs unchanged and matches the core reference implementation."""
 import copy
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from neumeta_fast import INR, Layout, generate
-from neumeta_fast.compat import (NeRF_MLP_Compose, NeRF_ResMLP_Compose, create_key_masks, sample_coordinates,
-                                 sample_merge_model, sample_single_model, sample_subset, sample_weights,
-                                 weighted_regression_loss)
+from neumeta_fast.compat import (NeRF_MLP_Compose, NeRF_ResMLP_Compose, PermutationManager, create_key_masks,
+                                 sample_coordinates, sample_merge_model, sample_single_model, sample_subset,
+                                 sample_weights, weighted_regression_loss)
 from neumeta_fast.compat import _device
+from neumeta_fast.models import cifar_resnet, lenet, mlp
 from neumeta_fast.reference import reference_coordinates, reference_forward, reference_generate
 
 NORM = 64
@@ -267,7 +269,6 @@ def test_cuda_default_falls_back_with_one_warning(monkeypatch):
     key_mask = create_key_masks(keys)
     with pytest.warns(RuntimeWarning, match="CUDA is not available"):
         sample_weights(hyper_model, model, coords, keys, indices, sizes, key_mask, NORM=NORM)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sample_merge_model(hyper_model, model, _args(), K=2)
@@ -293,3 +294,52 @@ def test_weighted_regression_loss():
     _close(weighted_regression_loss(w, gt), expected)
     with pytest.raises(ValueError, match="equally many"):
         weighted_regression_loss(w, gt[:1])
+
+
+# -- PermutationManager ------------------------------------------------------------------------------
+
+def _permutable(name):
+    torch.manual_seed(0)
+    model, shape = {
+        "resnet20": (lambda: cifar_resnet(20, hidden_width=16), (2, 3, 32, 32)),
+        "lenet": (lambda: lenet(), (2, 1, 28, 28)),
+        "mlp": (lambda: mlp(64, hidden_width=24, hidden_layers=3), (2, 64)),
+    }[name]
+    model = model()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):  # far from identity, so a stale statistic would show
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_()
+    return model.eval(), torch.randn(shape)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "lenet", "mlp"])
+def test_permutation_manager_keeps_function(name):
+    model, x = _permutable(name)
+    with torch.no_grad():
+        before = model(x)
+    manager = PermutationManager(model, x)
+    permute_dict = manager.compute_permute_dict()
+    orders = [(k, m, o) for k, modes in permute_dict.items() for m, o in modes.items()]
+    assert orders and {m for _, m, _ in orders} <= {"out_channels", "in_channels"}
+    assert any(not torch.equal(o, torch.arange(len(o))) for _, _, o in orders)
+    if name == "resnet20":
+        assert "layer3.2.bn1.running_mean" in permute_dict
+    assert manager.apply_permutations(permute_dict) is model
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5 * before.abs().max().item())
+
+
+def test_permutation_manager_call_honours_ignored_keys():
+    model, x = _permutable("mlp")
+    order = PermutationManager(copy.deepcopy(model), x).compute_permute_dict()["hidden.0.bias"]["out_channels"]
+    assert not torch.equal(order, torch.arange(len(order)))
+    bias, weight = model.hidden[0].bias.detach().clone(), model.hidden[0].weight.detach().clone()
+    assert PermutationManager(model, x, ignored_keys=[("hidden.0.bias", "out_channels")])() is model
+    assert torch.equal(model.hidden[0].bias, bias)
+    assert torch.equal(model.hidden[0].weight, weight[order])
+    with pytest.raises(ValueError, match="permutation"):
+        PermutationManager(model, x).apply_permutations({"hidden.0.bias": {"out_channels": [0] * 24}})
