@@ -52,7 +52,7 @@ class NeRF_ResMLP_Compose(INR):
         lo, hi = int(layer_id.min()), int(layer_id.max())
         if lo < 0 or hi >= self.num_tensors:
             # the reference would index its MLP list with these: -1 silently picks the last MLP
-            raise ValueError(f"layer ids reach [{lo}, {hi}], outside the {self.num_tensors} MLPs [0, {self.num_tensors})")
+            raise ValueError(f"layer ids reach [{lo}, {hi}], outside the MLPs [0, {self.num_tensors})")
         track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         weights = _weights(self, torch.float32)
         order = torch.argsort(layer_id, stable=True)
