@@ -1,10 +1,11 @@
 // Shortest Hamiltonian path / closed tour over a dense symmetric distance matrix.
 //
 // Small instances are solved exactly (Held-Karp, pruned by a heuristic upper
-// bound); larger ones by iterated local search: Or-3opt moves (2-opt and the
-// sequential 3-opt moves) over nearest-neighbour candidate lists with
-// don't-look bits, perturbed by segment-local double bridges until the search
-// stops improving or the time limit is reached.
+// bound); larger ones by iterated local search: 2-opt, the sequential 3-opt
+// moves (segment insertion included) and Lin-Kernighan chains of flips up to
+// 6 exchanges deep, over nearest-neighbour candidate lists with don't-look
+// bits, perturbed by segment-local double bridges until the search stops
+// improving or the time limit is reached.
 #pragma once
 
 #include <cstdint>
