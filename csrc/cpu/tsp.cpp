@@ -1,5 +1,7 @@
 #include "tsp.h"
 
+#include "tsp_exact.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,10 +24,12 @@ constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves
 constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
+constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // Converged: this many kicks per city in a row found nothing shorter.
 constexpr int64_t kStallPerCity = 20;
 constexpr int64_t kMinStall = 100;
+constexpr int64_t kExactStall = 20;  // kicks without gain before an exact search takes over
 
 bool improves(double removed, double added) {
   return removed - added > kRelGain * (std::abs(removed) + std::abs(added));
@@ -562,8 +566,8 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
     Search<T> search(d, opt.seed, deadline, timed);
-    // Held-Karp follows for small n: plain local search (no kicks) gives its pruning bound.
-    const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, kStallPerCity * d.m);
+    // The exact search follows for small n: a few kicks give its pruning bound.
+    const int64_t stall = n <= kExactMaxN ? kExactStall : std::max(kMinStall, kStallPerCity * d.m);
     const std::vector<int> tour = search.run(stall);
     // Cut the cycle at the dummy (path) or rotate it to start at city 0 (tour).
     const int anchor = opt.path ? n : 0;
@@ -571,7 +575,18 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
     for (int i = opt.path ? 1 : 0; i < d.m; ++i) order.push_back(tour[(at + i) % d.m]);
   }
   if (n <= kExactMaxN) {
-    std::vector<int> exact = held_karp(real, opt.path, order.empty() ? kInf : order_cost(real, order, opt.path));
+    const double ub = order.empty() ? kInf : order_cost(real, order, opt.path);
+    bool complete = false;
+    std::vector<int> exact;
+    if (!order.empty()) {
+      std::vector<double> w(size_t(d.m) * d.m);
+      for (int a = 0; a < d.m; ++a)
+        for (int b = 0; b < d.m; ++b) w[a * d.m + b] = a == b ? 0.0 : d(a, b);
+      // Path: the tour starts at the dummy (city n). Tour: any rotation will do.
+      exact = branch_and_bound(w, d.m, ub, kBranchMaxNodes, &complete);
+      if (opt.path && !exact.empty()) exact.erase(exact.begin());
+    }
+    if (!complete) exact = held_karp(real, opt.path, ub);
     if (!exact.empty()) order = std::move(exact);
   }
   for (int i = 0; i < n; ++i) result[i] = order[i];
