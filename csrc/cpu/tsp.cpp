@@ -206,27 +206,54 @@ class Search {
     for (auto it = spans_.rbegin(); it != spans_.rend(); ++it) reverse(it->first, it->second);
     for (size_t o = 0; o < bridged_.size(); ++o) put(int((bridge_at_ + o) % m_), bridged_[o]);
   }
-  // 2-opt: with b = next(a) and d = next(c) in one direction, replaces edges
-  // (a, b), (c, d) by (a, c), (b, d). Reverses whichever side is shorter and
-  // returns the reversed positions.
-  std::pair<int, int> flip(int a, int b, int c) {
-    int i = pos_[b], j = pos_[c];
-    if (next(a, true) != b) std::swap(i, j);
+  // Tentative flips of a Lin-Kernighan move are not applied but stacked as
+  // reversed position spans (pending_): a city's position on the tour they
+  // would give is its position reflected through each span in turn, the city
+  // at a position is found by reflecting back in reverse order. Only a move
+  // that closes shorter touches the arrays.
+  static bool in_span(int p, std::pair<int, int> s) {
+    return s.first <= s.second ? s.first <= p && p <= s.second : p >= s.first || p <= s.second;
+  }
+  int reflect(int p, std::pair<int, int> s) const {
+    int q = s.first + s.second - p;  // the span's ends trade places
+    if (s.first > s.second) q += p >= s.first ? m_ : 0;
+    else if (q < 0) q += m_;
+    return q >= m_ ? q - m_ : q;
+  }
+  int vpos(int c) const {
+    int p = pos_[c];
+    for (const auto& s : pending_)
+      if (in_span(p, s)) p = reflect(p, s);
+    return p;
+  }
+  int vnext(int c, bool fwd) const {
+    int p = vpos(c) + (fwd ? 1 : -1);
+    if (p == m_) p = 0;
+    if (p < 0) p = m_ - 1;
+    for (auto it = pending_.rbegin(); it != pending_.rend(); ++it)
+      if (in_span(p, *it)) p = reflect(p, *it);
+    return tour_[p];
+  }
+
+  // 2-opt on the tour with the pending flips: with b = next(a) and d =
+  // next(c) in one direction, replaces edges (a, b), (c, d) by (a, c),
+  // (b, d). Returns the positions to reverse, whichever side is shorter.
+  std::pair<int, int> flip_span(int a, int b, int c) const {
+    int i = vpos(b), j = vpos(c);
+    if (vnext(a, true) != b) std::swap(i, j);
     int len = j - i;
     if (len < 0) len += m_;
     if (2 * (len + 1) > m_) {
       const int ni = j + 1 == m_ ? 0 : j + 1, nj = i == 0 ? m_ - 1 : i - 1;
       i = ni, j = nj;
     }
-    reverse(i, j);
-    spans_.emplace_back(i, j);
     return {i, j};
   }
-  // Takes back the latest flip (the one that returned `span`).
-  void unflip(std::pair<int, int> span) {
+  void apply(std::pair<int, int> span) {
     reverse(span.first, span.second);
-    spans_.pop_back();
+    spans_.push_back(span);
   }
+  void flip(int a, int b, int c) { apply(flip_span(a, b, c)); }
 
   void push(int c) {
     if (queued_[c]) return;
@@ -240,18 +267,18 @@ class Search {
     return false;
   }
 
-  // Deeper levels of a Lin-Kernighan move, on the tour with the first
-  // exchanges applied. Edge (t1, t2) of the current tour is the one to break
+  // Deeper levels of a Lin-Kernighan move, on the tour with the pending
+  // flips. Edge (t1, t2) of the current tour is the one to break
   // next; `removed` and `added` sum the edge lengths exchanged so far (the
   // former includes (t1, t2)). A step adds (t2, t3) for the candidate t3
   // with the largest partial gain and removes (t4, t3), t4 being the
-  // neighbour of t3 that keeps a tour, by a 2-opt flip, after which (t1, t4)
-  // is the edge to break. Stops at the first step that closes shorter
-  // (returns the gain) or when no step keeps a positive partial gain (undoes
-  // its flips, returns 0).
+  // neighbour of t3 that keeps a tour, by a pending 2-opt flip, after which
+  // (t1, t4) is the edge to break. Stops at the first step that closes
+  // shorter (returns the gain, its flips still pending) or when no step
+  // keeps a positive partial gain (drops its flips, returns 0).
   double deepen(int t1, int t2, double removed, double added, int level) {
     if (level >= kMaxDepth) return 0;
-    const bool fwd = next(t1, true) == t2;
+    const bool fwd = vnext(t1, true) == t2;
     int b3 = -1, b4 = -1;
     double b23 = 0, b34 = 0, best = -kInf;
     for (int i = 0; i < k_; ++i) {
@@ -259,13 +286,13 @@ class Search {
       const double d23 = cand_d_[size_t(t2) * k_ + i];
       if (removed - added - d23 <= 0) break;  // candidates are sorted: no later one keeps a gain
       if (t3 == t1) continue;
-      const int t4 = next(t3, !fwd);
+      const int t4 = vnext(t3, !fwd);
       if (t4 == t2 || added_edge(t3, t4)) continue;
       const double d34 = d_(t3, t4);
       if (d34 - d23 > best) best = d34 - d23, b3 = t3, b4 = t4, b23 = d23, b34 = d34;
     }
     if (b3 < 0) return 0;
-    const auto span = flip(t1, t2, b4);
+    pending_.push_back(flip_span(t1, t2, b4));
     added_.emplace_back(t2, b3);
     const double r = removed + b34, a = added + b23, close = d_(b4, t1);
     double g = improves(r, a + close) ? r - a - close : deepen(t1, b4, r, a, level + 1);
@@ -273,7 +300,7 @@ class Search {
       push(t2), push(b3), push(b4);
       return g;
     }
-    unflip(span);
+    pending_.pop_back();
     return 0;
   }
 
@@ -359,16 +386,17 @@ class Search {
       if (c3 >= 0 && kMaxDepth > 2) {
         const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
         const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
-        const auto s1 = flip(t1, t2, t4);
-        const auto s2 = flip(t1, t4, t6);
+        pending_.assign(1, flip_span(t1, t2, t4));
+        pending_.push_back(flip_span(t1, t4, t6));
         added_.assign({{t2, t3}, {t4, t5}});
         const double g = deepen(t1, t6, d12 + d_(t3, t4) + d_(t5, t6), d_(t2, t3) + d_(t4, t5), 2);
         if (g > 0) {
+          for (const auto& span : pending_) apply(span);
+          pending_.clear();
           for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
           return g;
         }
-        unflip(s2);
-        unflip(s1);
+        pending_.clear();
       }
     }
     return 0;
@@ -425,6 +453,7 @@ class Search {
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
   std::vector<char> queued_;
   std::vector<std::pair<int, int>> added_;  // edges added by the Lin-Kernighan move in progress
+  std::vector<std::pair<int, int>> pending_;  // its flips, not yet applied
   // Undo log of the current kick: the cities the double bridge moved (from
   // position bridge_at_ on) and the position spans reversed since.
   int bridge_at_ = 0;
