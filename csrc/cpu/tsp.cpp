@@ -22,12 +22,16 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kRelGain = 1e-12;
 constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
-constexpr int kKickSegment = 100;    // longest segment a double bridge moves
+constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
+constexpr int kKickFraction = 8;     // and at most this fraction of the tour
 constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
+constexpr int kDeepBreadth = 3;      // steps tried at its first level beyond 3-opt (one deeper)
 constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
-// Converged: this many kicks per city in a row found nothing shorter.
-constexpr int64_t kStallPerCity = 20;
+// Converged: this many kicks per city in a row did not shorten the tour by
+// more than kConvergedRtol (relative) in all.
+constexpr int64_t kStallPerCity = 10;
+constexpr double kConvergedRtol = 1e-6;
 constexpr int64_t kMinStall = 100;
 constexpr int64_t kExactStall = 20;  // kicks without gain before an exact search takes over
 
@@ -75,20 +79,25 @@ class Search {
     nearest_neighbour_tour();
   }
 
-  // Runs until `stall_limit` kicks in a row found nothing shorter, or the
-  // deadline. Returns the tour as cities in order.
+  // Runs until `stall_limit` kicks in a row gained less than kConvergedRtol
+  // together, or the deadline. Returns the tour as cities in order.
   std::vector<int> run(int64_t stall_limit) {
     for (int p = 0; p < m_; ++p) push(tour_[p]);
     local_search();
-    double cost = tour_cost();
+    double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
     for (int64_t kick = 0; stall < stall_limit; ++kick) {
       if (timed_ && (kick & 3) == 0 && Clock::now() >= deadline_) break;
       spans_.clear();
       const double delta = double_bridge() - local_search();
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
-        stall = delta < -kRelGain * std::abs(cost) ? 0 : stall + 1;
         cost += delta;
+        if (cost < mark - kConvergedRtol * std::abs(mark)) {
+          mark = cost;
+          stall = 0;
+        } else {
+          ++stall;
+        }
       } else {
         undo_kick();
         ++stall;
@@ -268,19 +277,24 @@ class Search {
   }
 
   // Deeper levels of a Lin-Kernighan move, on the tour with the pending
-  // flips. Edge (t1, t2) of the current tour is the one to break
-  // next; `removed` and `added` sum the edge lengths exchanged so far (the
-  // former includes (t1, t2)). A step adds (t2, t3) for the candidate t3
-  // with the largest partial gain and removes (t4, t3), t4 being the
-  // neighbour of t3 that keeps a tour, by a pending 2-opt flip, after which
-  // (t1, t4) is the edge to break. Stops at the first step that closes
-  // shorter (returns the gain, its flips still pending) or when no step
-  // keeps a positive partial gain (drops its flips, returns 0).
+  // flips. Edge (t1, t2) of the current tour is the one to break next;
+  // `removed` and `added` sum the edge lengths exchanged so far (the former
+  // includes (t1, t2)). A step adds (t2, t3) and removes (t4, t3), t4 being
+  // the neighbour of t3 that keeps a tour, by a pending 2-opt flip, after
+  // which (t1, t4) is the edge to break. Steps go best partial gain first:
+  // kDeepBreadth of them at the first level beyond 3-opt, one deeper. Stops
+  // at the first step that closes shorter (returns the gain, its flips still
+  // pending) or when no step keeps a positive partial gain (drops its flips,
+  // returns 0).
   double deepen(int t1, int t2, double removed, double added, int level) {
     if (level >= kMaxDepth) return 0;
+    struct Step {
+      int t3, t4;
+      double d23, d34;
+    };
+    Step steps[kCandidates];
+    int count = 0;
     const bool fwd = vnext(t1, true) == t2;
-    int b3 = -1, b4 = -1;
-    double b23 = 0, b34 = 0, best = -kInf;
     for (int i = 0; i < k_; ++i) {
       const int t3 = cand_[size_t(t2) * k_ + i];
       const double d23 = cand_d_[size_t(t2) * k_ + i];
@@ -288,19 +302,24 @@ class Search {
       if (t3 == t1) continue;
       const int t4 = vnext(t3, !fwd);
       if (t4 == t2 || added_edge(t3, t4)) continue;
-      const double d34 = d_(t3, t4);
-      if (d34 - d23 > best) best = d34 - d23, b3 = t3, b4 = t4, b23 = d23, b34 = d34;
+      steps[count++] = {t3, t4, d23, d_(t3, t4)};
     }
-    if (b3 < 0) return 0;
-    pending_.push_back(flip_span(t1, t2, b4));
-    added_.emplace_back(t2, b3);
-    const double r = removed + b34, a = added + b23, close = d_(b4, t1);
-    double g = improves(r, a + close) ? r - a - close : deepen(t1, b4, r, a, level + 1);
-    if (g > 0) {
-      push(t2), push(b3), push(b4);
-      return g;
+    const int breadth = std::min(count, level == 2 ? kDeepBreadth : 1);
+    std::partial_sort(steps, steps + breadth, steps + count,
+                      [](const Step& a, const Step& b) { return a.d34 - a.d23 > b.d34 - b.d23; });
+    for (int i = 0; i < breadth; ++i) {
+      const Step& st = steps[i];
+      pending_.push_back(flip_span(t1, t2, st.t4));
+      added_.emplace_back(t2, st.t3);
+      const double r = removed + st.d34, a = added + st.d23, close = d_(st.t4, t1);
+      const double g = improves(r, a + close) ? r - a - close : deepen(t1, st.t4, r, a, level + 1);
+      if (g > 0) {
+        push(t2), push(st.t3), push(st.t4);
+        return g;
+      }
+      pending_.pop_back();
+      added_.pop_back();
     }
-    pending_.pop_back();
     return 0;
   }
 
@@ -383,7 +402,7 @@ class Search {
           }
         }
       }
-      if (c3 >= 0 && kMaxDepth > 2) {
+      if (c3 >= 0) {
         const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
         const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
         pending_.assign(1, flip_span(t1, t2, t4));
@@ -424,7 +443,7 @@ class Search {
   // Segment-local double bridge: x S1 S2 S3 y -> x S3 S2 S1 y with short
   // segments, so the search repairs it nearby. Returns the added length.
   double double_bridge() {
-    const int lmax = std::max(1, std::min(kKickSegment, (m_ - 2) / 3));
+    const int lmax = std::max(1, std::min({kKickSegment, (m_ - 2) / 3, m_ / kKickFraction}));
     const int l1 = 1 + rng_.below(lmax), l2 = 1 + rng_.below(lmax), l3 = 1 + rng_.below(lmax);
     const int p = rng_.below(m_);
     auto at = [&](int off) { return tour_[(p + off) % m_]; };
