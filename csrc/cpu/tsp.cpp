@@ -30,7 +30,7 @@ constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Hel
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // Converged: this many kicks per city in a row did not shorten the tour by
 // more than kConvergedRtol (relative) in all.
-constexpr int64_t kStallPerCity = 10;
+constexpr int64_t kStallPerCity = 5;
 constexpr double kConvergedRtol = 1e-6;
 constexpr int64_t kMinStall = 100;
 constexpr int64_t kExactStall = 20;  // kicks without gain before an exact search takes over
