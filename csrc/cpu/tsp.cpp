@@ -27,6 +27,7 @@ constexpr int kKickFraction = 8;     // and at most this fraction of the tour
 constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
 constexpr int kDeepBreadth = 3;      // steps tried at its first level beyond 3-opt (one deeper)
 constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
+static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // Converged: this many kicks per city in a row did not shorten the tour by
 // more than kConvergedRtol (relative) in all.
@@ -83,13 +84,15 @@ class Search {
   // together, or the deadline. Returns the tour as cities in order.
   std::vector<int> run(int64_t stall_limit) {
     for (int p = 0; p < m_; ++p) push(tour_[p]);
-    local_search();
+    local_search(false);  // 3-opt first: much cheaper while most moves still gain
+    for (int p = 0; p < m_; ++p) push(tour_[p]);
+    local_search(true);
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
     for (int64_t kick = 0; stall < stall_limit; ++kick) {
       if (timed_ && (kick & 3) == 0 && Clock::now() >= deadline_) break;
       spans_.clear();
-      const double delta = double_bridge() - local_search();
+      const double delta = double_bridge() - local_search(true);
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
         cost += delta;
         if (cost < mark - kConvergedRtol * std::abs(mark)) {
@@ -402,7 +405,7 @@ class Search {
           }
         }
       }
-      if (c3 >= 0) {
+      if (deep_ && c3 >= 0) {
         const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
         const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
         pending_.assign(1, flip_span(t1, t2, t4));
@@ -422,7 +425,9 @@ class Search {
   }
 
   // Runs moves until no queued city has one; returns the total gain.
-  double local_search() {
+  // `deep`: Lin-Kernighan chains too.
+  double local_search(bool deep) {
+    deep_ = deep;
     double gain = 0;
     size_t head = 0;
     while (head < queue_.size()) {
@@ -469,6 +474,7 @@ class Search {
   const Clock::time_point deadline_;
   const bool timed_;
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
+  bool deep_ = true;  // local search with Lin-Kernighan chains
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
   std::vector<char> queued_;
   std::vector<std::pair<int, int>> added_;  // edges added by the Lin-Kernighan move in progress
