@@ -224,6 +224,13 @@ def test_time_limit_respected():
     assert elapsed < 0.6
 
 
+@pytest.mark.parametrize("path", [True, False])
+def test_zero_time_limit_still_a_permutation(path):
+    rng = np.random.default_rng(4)
+    for n in [0, 1, 2, 3, 5, 8, 12, 16, 17, 60]:
+        assert _is_perm(tsp.solve(_sym(rng, n), path=path, time_limit=0), n)
+
+
 def test_path_order_matches_explicit_l1():
     torch.manual_seed(0)
     feats = torch.randn(300, 37)

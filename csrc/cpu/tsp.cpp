@@ -640,7 +640,9 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
       exact = branch_and_bound(w, d.m, ub, kBranchMaxNodes, &complete);
       if (opt.path && !exact.empty()) exact.erase(exact.begin());
     }
-    if (!complete) exact = held_karp(real, opt.path, ub);
+    // Held-Karp takes over where branch and bound gave up (or was not run),
+    // unless time is up and there is a heuristic order to return.
+    if (!complete && (order.empty() || !(timed && Clock::now() >= deadline))) exact = held_karp(real, opt.path, ub);
     if (!exact.empty()) order = std::move(exact);
   }
   for (int i = 0; i < n; ++i) result[i] = order[i];
