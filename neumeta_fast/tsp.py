@@ -3,10 +3,12 @@
 ``solve`` takes a dense symmetric distance matrix (float32 or float64 numpy
 array, or a CPU tensor) exactly as given: no integer scaling, no magnitude cap,
 no triangle inequality needed; negative entries are allowed and the diagonal
-is ignored. Up to ``EXACT_MAX_N`` cities the result is provably optimal
-(Held-Karp); beyond that it comes from iterated local search (2-opt and
-sequential 3-opt over neighbour lists, double-bridge kicks) that stops once
-kicks stop helping, or at ``time_limit``.
+is ignored. Up to ``EXACT_MAX_N`` (16) cities the result is provably optimal
+(branch and bound on Held-Karp penalised spanning-tree bounds, Held-Karp
+dynamic programming as a fallback); beyond that it comes from iterated local
+search (2-opt, sequential 3-opt and Lin-Kernighan chains over neighbour lists,
+segment-local double-bridge kicks) that stops once kicks stop helping, or at
+``time_limit``.
 
 Matrices must be symmetric within a relative tolerance of 1e-5 (asymmetric
 problems are not supported: a ValueError says which entry differs); only the

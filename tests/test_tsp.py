@@ -43,6 +43,28 @@ def _held_karp(d, path):
     return min(best[(full, j)] + (0.0 if path else d[j, 0]) for j in range(n) if (full, j) in best)
 
 
+def _held_karp_np(d, path):
+    """The same dynamic program, vectorised over the last city: fast enough for n <= 16."""
+    n = len(d)
+    dp = np.full((1 << n, n), np.inf)
+    if path:
+        dp[1 << np.arange(n), np.arange(n)] = 0.0
+    else:
+        dp[1, 0] = 0.0
+    for mask in range(1, 1 << n):
+        if not path and not mask & 1:
+            continue
+        ks = [k for k in range(n) if mask >> k & 1 and (path or k)]
+        if len(ks) < 2 and path:
+            continue
+        for k in ks:
+            prev = mask ^ (1 << k)
+            if prev:
+                dp[mask, k] = min(dp[mask, k], np.min(dp[prev] + d[:, k]))
+    full = (1 << n) - 1
+    return float(np.min(dp[full] + (0.0 if path else d[:, 0])))
+
+
 def _is_perm(order, n):
     return order.dtype == np.int64 and order.shape == (n,) and np.array_equal(np.sort(order), np.arange(n))
 
@@ -72,7 +94,23 @@ def test_held_karp_optimum(n, path):
         assert tsp.cost(d, order, path) == pytest.approx(_held_karp(d, path), rel=1e-12)
 
 
-@pytest.mark.parametrize("n", [13, 20])
+@pytest.mark.parametrize("path", [True, False])
+@pytest.mark.parametrize("n", [13, 16])
+def test_exact_up_to_16(n, path):
+    # Branch and bound (Held-Karp penalised spanning-tree bounds) proves these optimal.
+    assert tsp.EXACT_MAX_N >= 16
+    rng = np.random.default_rng(200 + n)
+    for kind in ("uniform", "metric"):
+        if kind == "uniform":
+            d = _sym(rng, n)
+        else:
+            x = rng.random((n, 5))
+            d = np.abs(x[:, None] - x[None]).sum(-1)
+        order = tsp.solve(d, path=path)
+        assert tsp.cost(d, order, path) == pytest.approx(_held_karp_np(d, path), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [17, 20])
 def test_beyond_exact_range_beats_a_random_order(n):
     # Local search only: a permutation no longer than a shuffled order.
     rng = np.random.default_rng(n)
@@ -184,6 +222,13 @@ def test_time_limit_respected():
     elapsed = time.perf_counter() - start
     assert _is_perm(order, 1500)
     assert elapsed < 0.6
+
+
+@pytest.mark.parametrize("path", [True, False])
+def test_zero_time_limit_still_a_permutation(path):
+    rng = np.random.default_rng(4)
+    for n in [0, 1, 2, 3, 5, 8, 12, 16, 17, 60]:
+        assert _is_perm(tsp.solve(_sym(rng, n), path=path, time_limit=0), n)
 
 
 def test_path_order_matches_explicit_l1():

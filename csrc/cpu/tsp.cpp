@@ -1,5 +1,7 @@
 #include "tsp.h"
 
+#include "tsp_exact.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,11 +22,19 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kRelGain = 1e-12;
 constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
-constexpr int kKickSegment = 100;    // longest segment a double bridge moves
+constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
+constexpr int kKickFraction = 8;     // and at most this fraction of the tour
+constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
+constexpr int kDeepBreadth = 3;      // steps tried at its first level beyond 3-opt (one deeper)
+constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
+static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
-// Converged: this many kicks per city in a row found nothing shorter.
-constexpr int64_t kStallPerCity = 20;
+// Converged: this many kicks per city in a row did not shorten the tour by
+// more than kConvergedRtol (relative) in all.
+constexpr int64_t kStallPerCity = 5;
+constexpr double kConvergedRtol = 1e-6;
 constexpr int64_t kMinStall = 100;
+constexpr int64_t kExactStall = 20;  // kicks without gain before an exact search takes over
 
 bool improves(double removed, double added) {
   return removed - added > kRelGain * (std::abs(removed) + std::abs(added));
@@ -56,7 +66,11 @@ struct Matrix {
   }
 };
 
-// Iterated local search on an array tour (tour_[position] = city).
+// Iterated Lin-Kernighan search on an array tour (tour_[position] = city,
+// pos_[city] = position): O(1) adjacency and orientation queries, a 2-opt
+// move reverses the shorter side. Kicks are segment-local double bridges; a
+// kick that makes the tour longer is undone from a log of the reversals it
+// caused, so no step of the loop costs O(n) beyond its flips.
 template <typename T>
 class Search {
  public:
@@ -66,23 +80,29 @@ class Search {
     nearest_neighbour_tour();
   }
 
-  // Runs until `stall_limit` kicks in a row found nothing shorter, or the
-  // deadline. Returns the tour as cities in order.
+  // Runs until `stall_limit` kicks in a row gained less than kConvergedRtol
+  // together, or the deadline. Returns the tour as cities in order.
   std::vector<int> run(int64_t stall_limit) {
-    queue_all();
-    local_search();
-    double cost = tour_cost();
+    for (int p = 0; p < m_; ++p) push(tour_[p]);
+    local_search(false);  // 3-opt first: much cheaper while most moves still gain
+    for (int p = 0; p < m_; ++p) push(tour_[p]);
+    local_search(true);
+    double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
     for (int64_t kick = 0; stall < stall_limit; ++kick) {
-      if (timed_ && (kick & 15) == 0 && Clock::now() >= deadline_) break;
-      record_ = true;
-      journal_.clear();
-      const double delta = double_bridge() - local_search();
+      if (timed_ && (kick & 3) == 0 && Clock::now() >= deadline_) break;
+      spans_.clear();
+      const double delta = double_bridge() - local_search(true);
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
-        stall = delta < -kRelGain * std::abs(cost) ? 0 : stall + 1;
         cost += delta;
+        if (cost < mark - kConvergedRtol * std::abs(mark)) {
+          mark = cost;
+          stall = 0;
+        } else {
+          ++stall;
+        }
       } else {
-        revert();
+        undo_kick();
         ++stall;
       }
     }
@@ -90,12 +110,14 @@ class Search {
   }
 
  private:
-  // Nearest neighbours by row scans (contiguous reads). The dummy, at distance
-  // 0, is a candidate of every city, and any cities serve as its own.
+  // Nearest neighbours by row scans (contiguous reads), sorted by distance.
+  // For paths the dummy (distance 0) comes first in every list; its own list
+  // holds the cities farthest from their two nearest neighbours, the natural
+  // ends of a path.
   void build_candidates() {
     cand_.assign(size_t(m_) * k_, 0);
-    std::vector<double> best(k_);
-    for (int a = 0; a < m_; ++a) {
+    std::vector<double> best(k_), lonely(d_.n);
+    for (int a = 0; a < d_.n; ++a) {
       int* row = &cand_[size_t(a) * k_];
       int filled = 0;
       auto offer = [&](int b, double v) {
@@ -108,15 +130,23 @@ class Search {
         best[i] = v;
         row[i] = b;
       };
-      if (a == d_.n) {
-        for (int b = 0; b < k_; ++b) offer(b, 0.0);
-        continue;
-      }
-      if (m_ > d_.n) offer(d_.n, 0.0);
+      const bool dummy = m_ > d_.n;
+      if (dummy) offer(d_.n, -kInf);
       const T* w = d_.w + size_t(a) * d_.n;
       for (int b = 0; b < d_.n; ++b)
         if (b != a) offer(b, double(w[b]));
+      lonely[a] = best[dummy ? 1 : 0] + best[dummy ? 2 : 1];
     }
+    if (m_ > d_.n) {
+      std::vector<int> order(d_.n);
+      for (int c = 0; c < d_.n; ++c) order[c] = c;
+      std::partial_sort(order.begin(), order.begin() + k_, order.end(), [&](int a, int b) {
+        return lonely[a] != lonely[b] ? lonely[a] > lonely[b] : a < b;
+      });
+      std::copy(order.begin(), order.begin() + k_, &cand_[size_t(d_.n) * k_]);
+    }
+    cand_d_.resize(cand_.size());
+    for (size_t i = 0; i < cand_.size(); ++i) cand_d_[i] = d_(int(i / k_), cand_[i]);
   }
 
   // Greedy start from a seeded random city; the dummy (if any) closes the tour.
@@ -167,17 +197,10 @@ class Search {
   }
 
   void put(int p, int c) {
-    if (record_) journal_.emplace_back(p, tour_[p]);
     tour_[p] = c;
     pos_[c] = p;
   }
-  void revert() {
-    for (auto it = journal_.rbegin(); it != journal_.rend(); ++it) {
-      tour_[it->first] = it->second;
-      pos_[it->second] = it->first;
-    }
-  }
-  // Reverses tour positions i..j (cyclic, inclusive).
+  // Reverses tour positions i..j (cyclic, inclusive); doing it twice is a no-op.
   void reverse(int i, int j) {
     int len = j - i;
     if (len < 0) len += m_;
@@ -189,39 +212,133 @@ class Search {
       if (--j < 0) j = m_ - 1;
     }
   }
-  // 2-opt: with b = next(a) and d = next(c) in one direction, replaces edges
-  // (a, b), (c, d) by (a, c), (b, d). Reverses whichever side is shorter.
-  void flip(int a, int b, int c) {
-    int i = pos_[b], j = pos_[c];
-    if (next(a, true) != b) std::swap(i, j);
+  // Restores the tour from before the last kick: the reversals since, in
+  // reverse order, then the segments the double bridge moved.
+  void undo_kick() {
+    for (auto it = spans_.rbegin(); it != spans_.rend(); ++it) reverse(it->first, it->second);
+    for (size_t o = 0; o < bridged_.size(); ++o) put(int((bridge_at_ + o) % m_), bridged_[o]);
+  }
+  // Tentative flips of a Lin-Kernighan move are not applied but stacked as
+  // reversed position spans (pending_): a city's position on the tour they
+  // would give is its position reflected through each span in turn, the city
+  // at a position is found by reflecting back in reverse order. Only a move
+  // that closes shorter touches the arrays.
+  static bool in_span(int p, std::pair<int, int> s) {
+    return s.first <= s.second ? s.first <= p && p <= s.second : p >= s.first || p <= s.second;
+  }
+  int reflect(int p, std::pair<int, int> s) const {
+    int q = s.first + s.second - p;  // the span's ends trade places
+    if (s.first > s.second) q += p >= s.first ? m_ : 0;
+    else if (q < 0) q += m_;
+    return q >= m_ ? q - m_ : q;
+  }
+  int vpos(int c) const {
+    int p = pos_[c];
+    for (const auto& s : pending_)
+      if (in_span(p, s)) p = reflect(p, s);
+    return p;
+  }
+  int vnext(int c, bool fwd) const {
+    int p = vpos(c) + (fwd ? 1 : -1);
+    if (p == m_) p = 0;
+    if (p < 0) p = m_ - 1;
+    for (auto it = pending_.rbegin(); it != pending_.rend(); ++it)
+      if (in_span(p, *it)) p = reflect(p, *it);
+    return tour_[p];
+  }
+
+  // 2-opt on the tour with the pending flips: with b = next(a) and d =
+  // next(c) in one direction, replaces edges (a, b), (c, d) by (a, c),
+  // (b, d). Returns the positions to reverse, whichever side is shorter.
+  std::pair<int, int> flip_span(int a, int b, int c) const {
+    int i = vpos(b), j = vpos(c);
+    if (vnext(a, true) != b) std::swap(i, j);
     int len = j - i;
     if (len < 0) len += m_;
     if (2 * (len + 1) > m_) {
       const int ni = j + 1 == m_ ? 0 : j + 1, nj = i == 0 ? m_ - 1 : i - 1;
       i = ni, j = nj;
     }
-    reverse(i, j);
+    return {i, j};
   }
+  void apply(std::pair<int, int> span) {
+    reverse(span.first, span.second);
+    spans_.push_back(span);
+  }
+  void flip(int a, int b, int c) { apply(flip_span(a, b, c)); }
 
   void push(int c) {
     if (queued_[c]) return;
     queued_[c] = 1;
     queue_.push_back(c);
   }
-  void queue_all() {
-    for (int p = 0; p < m_; ++p) push(tour_[p]);
+
+  bool added_edge(int a, int b) const {
+    for (const auto& e : added_)
+      if ((e.first == a && e.second == b) || (e.first == b && e.second == a)) return true;
+    return false;
   }
 
-  // Applies the first improving 2-opt or sequential 3-opt move that starts by
-  // removing an edge at t1; returns its gain (0 if there is none).
+  // Deeper levels of a Lin-Kernighan move, on the tour with the pending
+  // flips. Edge (t1, t2) of the current tour is the one to break next;
+  // `removed` and `added` sum the edge lengths exchanged so far (the former
+  // includes (t1, t2)). A step adds (t2, t3) and removes (t4, t3), t4 being
+  // the neighbour of t3 that keeps a tour, by a pending 2-opt flip, after
+  // which (t1, t4) is the edge to break. Steps go best partial gain first:
+  // kDeepBreadth of them at the first level beyond 3-opt, one deeper. Stops
+  // at the first step that closes shorter (returns the gain, its flips still
+  // pending) or when no step keeps a positive partial gain (drops its flips,
+  // returns 0).
+  double deepen(int t1, int t2, double removed, double added, int level) {
+    if (level >= kMaxDepth) return 0;
+    struct Step {
+      int t3, t4;
+      double d23, d34;
+    };
+    Step steps[kCandidates];
+    int count = 0;
+    const bool fwd = vnext(t1, true) == t2;
+    for (int i = 0; i < k_; ++i) {
+      const int t3 = cand_[size_t(t2) * k_ + i];
+      const double d23 = cand_d_[size_t(t2) * k_ + i];
+      if (removed - added - d23 <= 0) break;  // candidates are sorted: no later one keeps a gain
+      if (t3 == t1) continue;
+      const int t4 = vnext(t3, !fwd);
+      if (t4 == t2 || added_edge(t3, t4)) continue;
+      steps[count++] = {t3, t4, d23, d_(t3, t4)};
+    }
+    const int breadth = std::min(count, level == 2 ? kDeepBreadth : 1);
+    std::partial_sort(steps, steps + breadth, steps + count,
+                      [](const Step& a, const Step& b) { return a.d34 - a.d23 > b.d34 - b.d23; });
+    for (int i = 0; i < breadth; ++i) {
+      const Step& st = steps[i];
+      pending_.push_back(flip_span(t1, t2, st.t4));
+      added_.emplace_back(t2, st.t3);
+      const double r = removed + st.d34, a = added + st.d23, close = d_(st.t4, t1);
+      const double g = improves(r, a + close) ? r - a - close : deepen(t1, st.t4, r, a, level + 1);
+      if (g > 0) {
+        push(t2), push(st.t3), push(st.t4);
+        return g;
+      }
+      pending_.pop_back();
+      added_.pop_back();
+    }
+    return 0;
+  }
+
+  // Applies the first improving move that breaks an edge at t1; returns its
+  // gain (0 if there is none). Tried in order: 2-opt and the sequential
+  // 3-opt moves, evaluated from positions without touching the tour, then a
+  // Lin-Kernighan chain grown from the most promising 3-opt start.
   double improve_city(int t1) {
-    for (int dir = 0; dir < 2; ++dir) {
-      const bool fwd = dir == 0;
+    for (const bool fwd : {true, false}) {
       const int t2 = next(t1, fwd);
       const double d12 = d_(t1, t2);
+      int c3 = -1, c5 = -1;  // most promising start of a deeper chain
+      double c_gain = 0;
       for (int i = 0; i < k_; ++i) {
         const int t3 = cand_[size_t(t2) * k_ + i];
-        const double d23 = d_(t2, t3);
+        const double d23 = cand_d_[size_t(t2) * k_ + i];
         const double g1 = d12 - d23;
         if (g1 <= 0) break;  // candidates are sorted: no later one can gain
         if (t3 == t1) continue;
@@ -233,12 +350,12 @@ class Search {
           const double d41 = d_(t4, t1);
           if (improves(d12 + d34, d23 + d41)) {
             flip(t1, t2, t4);
-            push_all({t1, t2, t3, t4});
+            for (int c : {t1, t2, t3, t4}) push(c);
             return d12 + d34 - d23 - d41;
           }
           for (int j = 0; j < k_; ++j) {
             const int t5 = cand_[size_t(t4) * k_ + j];
-            const double d45 = d_(t4, t5);
+            const double d45 = cand_d_[size_t(t4) * k_ + j];
             if (g1 + d34 - d45 <= 0) break;
             if (t5 == t1 || t5 == t3) continue;
             // After the 2-opt the segment t2..t4 runs backwards; t6 precedes t5 there.
@@ -247,9 +364,11 @@ class Search {
             if (improves(d12 + d34 + d56, d23 + d45 + d61)) {
               flip(t1, t2, t4);
               flip(t1, t4, t6);
-              push_all({t1, t2, t3, t4, t5, t6});
+              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
               return d12 + d34 + d56 - d23 - d45 - d61;
             }
+            const double g3 = g1 + d34 - d45 + d56;
+            if (g3 > c_gain) c_gain = g3, c3 = t3, c5 = t5;
           }
         }
 
@@ -260,7 +379,7 @@ class Search {
         const double d34 = d_(t3, t4);
         for (int j = 0; j < k_; ++j) {
           const int t5 = cand_[size_t(t4) * k_ + j];
-          const double d45 = d_(t4, t5);
+          const double d45 = cand_d_[size_t(t4) * k_ + j];
           if (g1 + d34 - d45 <= 0) break;
           if (!between(t2, t5, t3, fwd)) continue;
           if (t5 != t3) {  // segments t2..t5 and t6..t3 swap places
@@ -270,7 +389,7 @@ class Search {
               flip(t1, t2, t5);
               flip(t1, t5, t3);
               flip(t1, t3, t6);
-              push_all({t1, t2, t3, t4, t5, t6});
+              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
               return d12 + d34 + d56 - d23 - d45 - d61;
             }
           }
@@ -280,22 +399,35 @@ class Search {
             if (improves(d12 + d34 + d56, d23 + d45 + d61)) {
               flip(t1, t2, t6);
               flip(t2, t5, t3);
-              push_all({t1, t2, t3, t4, t5, t6});
+              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
               return d12 + d34 + d56 - d23 - d45 - d61;
             }
           }
         }
       }
+      if (deep_ && c3 >= 0) {
+        const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
+        const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
+        pending_.assign(1, flip_span(t1, t2, t4));
+        pending_.push_back(flip_span(t1, t4, t6));
+        added_.assign({{t2, t3}, {t4, t5}});
+        const double g = deepen(t1, t6, d12 + d_(t3, t4) + d_(t5, t6), d_(t2, t3) + d_(t4, t5), 2);
+        if (g > 0) {
+          for (const auto& span : pending_) apply(span);
+          pending_.clear();
+          for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
+          return g;
+        }
+        pending_.clear();
+      }
     }
     return 0;
   }
 
-  void push_all(std::initializer_list<int> cities) {
-    for (int c : cities) push(c);
-  }
-
   // Runs moves until no queued city has one; returns the total gain.
-  double local_search() {
+  // `deep`: Lin-Kernighan chains too.
+  double local_search(bool deep) {
+    deep_ = deep;
     double gain = 0;
     size_t head = 0;
     while (head < queue_.size()) {
@@ -316,7 +448,7 @@ class Search {
   // Segment-local double bridge: x S1 S2 S3 y -> x S3 S2 S1 y with short
   // segments, so the search repairs it nearby. Returns the added length.
   double double_bridge() {
-    const int lmax = std::max(1, std::min(kKickSegment, (m_ - 2) / 3));
+    const int lmax = std::max(1, std::min({kKickSegment, (m_ - 2) / 3, m_ / kKickFraction}));
     const int l1 = 1 + rng_.below(lmax), l2 = 1 + rng_.below(lmax), l3 = 1 + rng_.below(lmax);
     const int p = rng_.below(m_);
     auto at = [&](int off) { return tour_[(p + off) % m_]; };
@@ -324,12 +456,15 @@ class Search {
     const int s3 = at(l1 + l2 + 1), e3 = at(l1 + l2 + l3), y = at(l1 + l2 + l3 + 1);
     const double delta = d_(x, s3) + d_(e3, s2) + d_(e2, s1) + d_(e1, y) - d_(x, s1) - d_(e1, s2) - d_(e2, s3) -
                          d_(e3, y);
+    bridge_at_ = (p + 1) % m_;
+    bridged_.clear();
+    for (int o = 1; o <= l1 + l2 + l3; ++o) bridged_.push_back(at(o));
     buf_.clear();
     for (int o = l1 + l2 + 1; o <= l1 + l2 + l3; ++o) buf_.push_back(at(o));
     for (int o = l1 + 1; o <= l1 + l2; ++o) buf_.push_back(at(o));
     for (int o = 1; o <= l1; ++o) buf_.push_back(at(o));
-    for (size_t o = 0; o < buf_.size(); ++o) put(int((p + 1 + o) % m_), buf_[o]);
-    push_all({x, s1, e1, s2, e2, s3, e3, y});
+    for (size_t o = 0; o < buf_.size(); ++o) put(int((bridge_at_ + o) % m_), buf_[o]);
+    for (int c : {x, s1, e1, s2, e2, s3, e3, y}) push(c);
     return delta;
   }
 
@@ -339,9 +474,16 @@ class Search {
   const Clock::time_point deadline_;
   const bool timed_;
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
+  bool deep_ = true;  // local search with Lin-Kernighan chains
+  std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
   std::vector<char> queued_;
-  bool record_ = false;  // journal position writes so a failed kick can be undone
-  std::vector<std::pair<int, int>> journal_;
+  std::vector<std::pair<int, int>> added_;  // edges added by the Lin-Kernighan move in progress
+  std::vector<std::pair<int, int>> pending_;  // its flips, not yet applied
+  // Undo log of the current kick: the cities the double bridge moved (from
+  // position bridge_at_ on) and the position spans reversed since.
+  int bridge_at_ = 0;
+  std::vector<int> bridged_;
+  std::vector<std::pair<int, int>> spans_;
 };
 
 // Exact optimum by dynamic programming over subsets (Held-Karp). A state whose
@@ -478,8 +620,8 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
     Search<T> search(d, opt.seed, deadline, timed);
-    // Held-Karp follows for small n: plain local search (no kicks) gives its pruning bound.
-    const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, kStallPerCity * d.m);
+    // The exact search follows for small n: a few kicks give its pruning bound.
+    const int64_t stall = n <= kExactMaxN ? kExactStall : std::max(kMinStall, kStallPerCity * d.m);
     const std::vector<int> tour = search.run(stall);
     // Cut the cycle at the dummy (path) or rotate it to start at city 0 (tour).
     const int anchor = opt.path ? n : 0;
@@ -487,7 +629,20 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
     for (int i = opt.path ? 1 : 0; i < d.m; ++i) order.push_back(tour[(at + i) % d.m]);
   }
   if (n <= kExactMaxN) {
-    std::vector<int> exact = held_karp(real, opt.path, order.empty() ? kInf : order_cost(real, order, opt.path));
+    const double ub = order.empty() ? kInf : order_cost(real, order, opt.path);
+    bool complete = false;
+    std::vector<int> exact;
+    if (!order.empty()) {
+      std::vector<double> w(size_t(d.m) * d.m);
+      for (int a = 0; a < d.m; ++a)
+        for (int b = 0; b < d.m; ++b) w[a * d.m + b] = a == b ? 0.0 : d(a, b);
+      // Path: the tour starts at the dummy (city n). Tour: any rotation will do.
+      exact = branch_and_bound(w, d.m, ub, kBranchMaxNodes, &complete);
+      if (opt.path && !exact.empty()) exact.erase(exact.begin());
+    }
+    // Held-Karp takes over where branch and bound gave up (or was not run),
+    // unless time is up and there is a heuristic order to return.
+    if (!complete && (order.empty() || !(timed && Clock::now() >= deadline))) exact = held_karp(real, opt.path, ub);
     if (!exact.empty()) order = std::move(exact);
   }
   for (int i = 0; i < n; ++i) result[i] = order[i];

@@ -1,10 +1,12 @@
 // Shortest Hamiltonian path / closed tour over a dense symmetric distance matrix.
 //
-// Small instances are solved exactly (Held-Karp, pruned by a heuristic upper
-// bound); larger ones by iterated local search: Or-3opt moves (2-opt and the
-// sequential 3-opt moves) over nearest-neighbour candidate lists with
-// don't-look bits, perturbed by segment-local double bridges until the search
-// stops improving or the time limit is reached.
+// Small instances (n <= kExactMaxN) are solved exactly: depth-first branch
+// and bound on Held-Karp penalised spanning-tree bounds, with the Held-Karp
+// dynamic program as a fallback. Larger ones by iterated local search: 2-opt,
+// the sequential 3-opt moves (segment insertion included) and Lin-Kernighan
+// chains of flips up to 6 exchanges deep, over nearest-neighbour candidate
+// lists with don't-look bits, perturbed by segment-local double bridges until
+// the search stops improving or the time limit is reached.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +15,7 @@
 namespace neumeta::tsp {
 
 // Largest n solved exactly (for path: n cities, for tour: n cities with one fixed).
-constexpr int64_t kExactMaxN = 12;
+constexpr int64_t kExactMaxN = 16;
 
 struct Options {
   bool path = true;          // open path with free ends; false: closed tour
