@@ -1,9 +1,51 @@
 // Python bindings of neumeta_fast._C (CPU extension, always built).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "tsp.h"
+
 namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+std::vector<int64_t> solve_typed(const py::array& dist, const neumeta::tsp::Options& opt) {
+  const T* data = static_cast<const T*>(dist.data());
+  const int64_t n = dist.shape(0);
+  py::gil_scoped_release release;
+  neumeta::tsp::validate(data, n);
+  return neumeta::tsp::solve(data, n, opt);
+}
+
+// dist: C-contiguous square float32 or float64 array (the Python wrapper converts anything else).
+py::array_t<int64_t> tsp_solve(const py::array& dist, bool path, double time_limit, uint64_t seed) {
+  if (dist.ndim() != 2 || dist.shape(0) != dist.shape(1))
+    throw std::invalid_argument("dist must be a square 2-D array, got " + std::to_string(dist.ndim()) + " dimensions");
+  if (!(dist.flags() & py::array::c_style)) throw std::invalid_argument("dist must be C-contiguous");
+  const neumeta::tsp::Options opt{path, time_limit, seed};
+  std::vector<int64_t> order;
+  if (dist.dtype().is(py::dtype::of<float>()))
+    order = solve_typed<float>(dist, opt);
+  else if (dist.dtype().is(py::dtype::of<double>()))
+    order = solve_typed<double>(dist, opt);
+  else
+    throw std::invalid_argument("dist must be float32 or float64, got " + std::string(py::str(dist.dtype())));
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(order.size()));
+  if (!order.empty()) std::memcpy(out.mutable_data(), order.data(), order.size() * sizeof(int64_t));
+  return out;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "neumeta_fast CPU extension";
   m.attr("abi") = 1;
+  m.attr("tsp_exact_max_n") = neumeta::tsp::kExactMaxN;
+  m.def("tsp_solve", &tsp_solve, py::arg("dist"), py::arg("path"), py::arg("time_limit"), py::arg("seed"),
+        "Order of the cities of a symmetric float32/float64 matrix (see neumeta_fast.tsp.solve). "
+        "time_limit < 0: run until converged. Releases the GIL.");
 }

@@ -1,0 +1,97 @@
+"""Shortest Hamiltonian path / closed tour solver (C++ core in ``csrc/cpu/tsp.cpp``).
+
+``solve`` takes a dense symmetric distance matrix (float32 or float64 numpy
+array, or a CPU tensor) exactly as given: no integer scaling, no magnitude cap,
+no triangle inequality needed; negative entries are allowed and the diagonal
+is ignored. Up to ``EXACT_MAX_N`` cities the result is provably optimal
+(Held-Karp); beyond that it comes from iterated local search (2-opt and
+sequential 3-opt over neighbour lists, double-bridge kicks) that stops once
+kicks stop helping, or at ``time_limit``.
+
+Matrices must be symmetric within a relative tolerance of 1e-5 (asymmetric
+problems are not supported: a ValueError says which entry differs); only the
+upper triangle is read. The result is deterministic for a given ``seed``
+unless ``time_limit`` cuts the search short.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch  # must precede the extension import: _C links against libc10
+
+from . import _C
+
+EXACT_MAX_N: int = _C.tsp_exact_max_n
+
+__all__ = ["EXACT_MAX_N", "cost", "path_order", "solve"]
+
+# Rows of the distance matrix computed per torch.cdist call in path_order.
+_CDIST_BLOCK_ROWS = 256
+
+
+def _as_matrix(dist) -> np.ndarray:
+    if isinstance(dist, torch.Tensor):
+        if dist.device.type != "cpu":
+            raise ValueError(f"dist must be a CPU tensor or numpy array, got a tensor on {dist.device}")
+        if dist.dtype not in (torch.float32, torch.float64):
+            dist = dist.double()
+        dist = dist.detach().numpy()
+    arr = np.asarray(dist)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"dist must be a square 2-D matrix, got shape {arr.shape}")
+    if arr.dtype not in (np.float32, np.float64):
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool):
+            raise ValueError(f"dist must hold real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    return np.ascontiguousarray(arr)
+
+
+def solve(dist, *, path: bool = True, time_limit: float | None = None, seed: int = 0) -> np.ndarray:
+    """Order of the n cities (int64 array) minimising the path (``path=True``,
+    free ends) or closed tour (``path=False``) length under ``dist``.
+
+    ``time_limit`` (seconds) caps the search; ``None`` runs until converged.
+    """
+    arr = _as_matrix(dist)
+    if time_limit is None:
+        limit = -1.0
+    else:
+        limit = float(time_limit)
+        if not limit >= 0:
+            raise ValueError(f"time_limit must be None or a number >= 0 (seconds), got {time_limit!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {type(seed).__name__}")
+    return _C.tsp_solve(arr, bool(path), limit, int(seed) % 2**64)
+
+
+def cost(dist, order, path: bool = True) -> float:
+    """Length of ``order`` under ``dist``, summed in float64 (closing edge included when ``path=False``)."""
+    arr = _as_matrix(dist)
+    n = arr.shape[0]
+    idx = np.asarray(order.cpu() if isinstance(order, torch.Tensor) else order)
+    if idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer) or not np.array_equal(np.sort(idx), np.arange(n)):
+        raise ValueError(f"order must be a permutation of range({n}), got {idx!r}")
+    if n < 2:
+        return 0.0
+    d = arr.astype(np.float64, copy=False)
+    total = float(d[idx[:-1], idx[1:]].sum())
+    if not path:
+        total += float(d[idx[-1], idx[0]])
+    return total
+
+
+def path_order(features: torch.Tensor, *, time_limit: float | None = None, seed: int = 0) -> torch.Tensor:
+    """Order of the rows of ``features`` [n, d] along the shortest L1 path (free ends).
+
+    Distances are computed in float64 on the tensor's device, a block of rows at
+    a time (never an n x n x d intermediate). Returns a LongTensor on that device.
+    """
+    if not isinstance(features, torch.Tensor) or features.ndim != 2:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(f"features must be a 2-D tensor [n, d], got {shape}")
+    x = features.detach().to(torch.float64)
+    n = x.shape[0]
+    dist = torch.empty(n, n, dtype=torch.float64, device=x.device)
+    for start in range(0, n, _CDIST_BLOCK_ROWS):
+        dist[start : start + _CDIST_BLOCK_ROWS] = torch.cdist(x[start : start + _CDIST_BLOCK_ROWS], x, p=1)
+    order = solve(dist.cpu().numpy(), path=True, time_limit=time_limit, seed=seed)
+    return torch.from_numpy(order).to(features.device)
