@@ -46,11 +46,13 @@ class TrainConfig:
     grad_clip: float = 10.0  # gradient value clip
     ema_decay: float = 0.995
     schedule: str = "cosine"  # or "constant"
+    warmup_steps: int = 50  # linear LR warmup: a fresh Adam's first steps are sign steps on every parameter
     ce_weight: float = 1.0
     reg_weight: float = 1e-4
     recon_weight: float = 1.0
     recon: str = "normalised"  # or "reference" (SPEC 2's |W_gt|/max weighting)
     prefit_steps: int = 0  # recon-only steps at the full width before task training
+    prefit_lr: float = 3e-3
     noise: float = 1.0
     noise_mode: str = "channels"
     ratio: float = 1.0  # fraction of morphed tensors that get gradients per step
@@ -58,6 +60,7 @@ class TrainConfig:
     hidden_dim: int = 128
     num_layers: int = 3
     num_freqs: int = 16
+    mean_init: bool = True  # start each MLP's output bias at its target tensor's mean (BN scales at ~1, not ~0)
     eval_samples: int = 1  # K-sample averaging at evaluation
     bn_batches: int = 8  # batches for BatchNorm recalibration per generated width
     seed: int = 0
@@ -68,7 +71,7 @@ class TrainConfig:
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (0 < self.min_fraction <= 1, f"min_fraction must be in (0, 1], got {self.min_fraction}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr > 0 and self.prefit_lr > 0, f"lr and prefit_lr must be > 0, got {self.lr}, {self.prefit_lr}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}"),
             (self.recon in RECON_MODES, f"recon must be one of {RECON_MODES}, got {self.recon!r}"),
@@ -76,6 +79,7 @@ class TrainConfig:
             (0 < self.ratio <= 1, f"ratio must be in (0, 1], got {self.ratio}"),
             (self.eval_samples >= 1, f"eval_samples must be >= 1, got {self.eval_samples}"),
             (self.prefit_steps >= 0, f"prefit_steps must be >= 0, got {self.prefit_steps}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,12 +123,11 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.inr = INR(len(family.morph), hidden_dim=config.hidden_dim, num_layers=config.num_layers,
                            num_freqs=config.num_freqs)
+            if config.mean_init:
+                self._init_output_bias()
         self.ema = copy.deepcopy(self.inr).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.inr.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        total = max(1, config.steps)
-        cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine if config.schedule == "cosine" else (lambda s: 1.0))
+        self.scheduler = _schedule(self.optimizer, config.steps, config.warmup_steps, config.schedule)
         self.rng = torch.Generator().manual_seed(config.seed)  # widths, tensor subsets, coordinate noise
         # Every rank draws the same global batch and keeps its share of it.
         self.stream = BatchStream(len(data.y_train), config.batch_size * self.world, config.seed + 1)
@@ -133,6 +136,12 @@ class Trainer:
         self._modules: dict[int, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
         _dist.broadcast_parameters(self.inr)
         self.ema.load_state_dict(self.inr.state_dict())
+
+    def _init_output_bias(self) -> None:
+        """Generated weight = output / B, so an output bias of mean(W_gt) * B starts every tensor at its mean."""
+        with torch.no_grad():
+            for seg in self.family.layout(self.family.full_width).segments:
+                self.inr.model[seg.index].output_layer.bias.fill_(float(self.target[seg.name].mean()) * seg.cols)
 
     # -- one width's module -------------------------------------------------
     def _module(self, width: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -160,7 +169,8 @@ class Trainer:
     def prefit(self, steps: int) -> float:
         """Fit the INR to the base weights alone (noise-free, full width); returns the last recon loss."""
         layout = self.family.layout(self.family.full_width)
-        opt = torch.optim.AdamW(self.inr.parameters(), lr=self.config.lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(self.inr.parameters(), lr=self.config.prefit_lr, weight_decay=0.0)
+        sched = _schedule(opt, steps, self.config.warmup_steps, "cosine")
         loss = torch.tensor(float("nan"))
         for _ in range(steps):
             loss = reconstruction(self._generate(self.inr, layout, 0.0), self.target, "normalised")
@@ -168,6 +178,7 @@ class Trainer:
             loss.backward()
             _dist.average_gradients(self.inr, self.world)
             opt.step()
+            sched.step()
         self.ema.load_state_dict(self.inr.state_dict())
         self.prefit_done = True
         return float(loss.detach())
@@ -304,6 +315,17 @@ class Trainer:
 
     def resume(self, path: str) -> None:
         self.load_state_dict(_ckpt.load(path))
+
+
+def _schedule(optimizer, steps: int, warmup: int, kind: str):
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `steps` (or constant)."""
+    total = max(1, steps)
+
+    def factor(s: int) -> float:
+        ramp = min(1.0, (s + 1) / warmup) if warmup else 1.0
+        return ramp * (0.5 * (1 + math.cos(math.pi * min(s, total) / total)) if kind == "cosine" else 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _progress(total: int, enabled: bool):
