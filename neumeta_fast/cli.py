@@ -28,7 +28,9 @@ def _demo(args: argparse.Namespace) -> int:
     config = replace(config, trainer=trainer, seeds=args.seeds or config.seeds)
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
-    demo.run(config, args.out, progress=not args.no_progress)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    demo.run(config, args.out, jobs=args.jobs, progress=not args.no_progress)
     print(f"wrote {os.path.join(args.out, 'results.json')} and the plot")
     return 0
 
@@ -64,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--noise-mode", choices=("channels", "reference"), default=None)
     demo.add_argument("--recon", choices=("normalised", "reference"), default=None)
     demo.add_argument("--prefit-steps", type=int, default=None)
+    demo.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                      help="worker processes (default: up to 2; each seed is two jobs)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
 

@@ -43,66 +43,92 @@ class DemoConfig:
 
     def __post_init__(self):
         if self.trainer is None:
-            self.trainer = TrainConfig(steps=1000)
+            self.trainer = TrainConfig()
 
 
 def quick_config(task: str = "classify") -> DemoConfig:
-    """A small run for CI: one seed, short schedules, a narrower network."""
-    return DemoConfig(task=task, seeds=1, full_width=16, base_steps=250,
-                      trainer=TrainConfig(steps=250, hidden_dim=64, num_layers=2, num_freqs=8))
+    """A small run for CI: one seed, short schedules, a narrower network and INR."""
+    return DemoConfig(task=task, seeds=1, full_width=16, base_steps=300,
+                      trainer=TrainConfig(steps=300, prefit_steps=200, hidden_dim=64, num_layers=2, num_freqs=5))
 
 
-def run(config: DemoConfig, out: str, *, progress: bool = True, echo=print) -> dict:
-    """Run the demo, write `out`/results.json and `out`/accuracy_vs_width.png; returns the results."""
+def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, echo=print) -> dict:
+    """Run the demo, write `out`/results.json and `out`/<metric>_vs_width.png; returns the results.
+
+    jobs > 1 runs the work in that many processes (one torch thread each). Each seed is split
+    into two jobs that both train the same deterministic base model: NeuMeta, and the baselines
+    with the no-smoothing ablation.
+    """
     task = _task(config.task)
-    model_name = "vae" if config.task == "vae" else "convnet"
-    family = named_family(model_name, full_width=config.full_width)
+    family = _family(config)
     widths = [fraction_width(config.full_width, f) for f in FRACTIONS]
     start = time.perf_counter()
-    per_seed, recon_errors = [], {"smoothed": [], "no_smoothing": []}
-    for seed in range(config.seeds):
-        t0 = time.perf_counter()
-        scores, errors = _one_seed(config, family, task, widths, seed, progress)
-        per_seed.append(scores)
-        for k in errors:
-            recon_errors[k].append(errors[k])
-        echo(f"seed {seed}: {time.perf_counter() - t0:.0f} s")
+    work = [(config, seed, part) for seed in range(config.seeds) for part in ("neumeta", "baselines")]
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        # One torch thread per worker: the pool provides the parallelism.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            done = list(pool.map(_job, work))
+    else:
+        done = [_job(w, progress=progress) for w in work]
+    per_seed = [{m: {} for m in METHODS} for _ in range(config.seeds)]
+    recon_errors = {"smoothed": [], "no_smoothing": []}
+    for (_, seed, _), (scores, errors, seconds) in zip(work, done):
+        for method, by_width in scores.items():
+            per_seed[seed][method].update(by_width)
+        for k, v in errors.items():
+            recon_errors[k].append(v)
     results = _summarise(config, task, widths, per_seed, recon_errors, family)
     results["seconds"] = round(time.perf_counter() - start, 1)
+    results["jobs"] = jobs
     echo(table(results))
+    echo(f"total {results['seconds']:.0f} s with {jobs} process(es)")
     _write_outputs(results, out)
     return results
 
 
-def _one_seed(config: DemoConfig, family, task, widths, seed, progress):
+def _family(config: DemoConfig):
+    return named_family("vae" if config.task == "vae" else "convnet", full_width=config.full_width)
+
+
+def _job(work, progress: bool = False):
+    """One seed's NeuMeta part or baselines part: (scores, reconstruction errors, seconds)."""
+    config, seed, part = work
+    start = time.perf_counter()
+    task = _task(config.task)
+    family = _family(config)
+    widths = [fraction_width(config.full_width, f) for f in FRACTIONS]
     data = _data.load("digits", train_size=config.train_size, seed=seed)
     example = data.x_train[:4]
     full = family.full_width
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         base = train_model(family.build(full), data, task, steps=config.base_steps, seed=seed)
-    scores: dict[str, dict[int, dict[str, float]]] = {m: {} for m in METHODS}
-    scores["individual"][full] = evaluate(base, data, task)
-    for w in widths[1:]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1000 * seed + w)
-            model = train_model(family.build(w), data, task, steps=config.base_steps, seed=seed)
-        scores["individual"][w] = evaluate(model, data, task)
-    smoothed = copy.deepcopy(base)
-    smooth(smoothed, example, seed=seed)
-    for w in widths:
-        pruned = base if w == full else prune_l1(base, family, w, example)
-        scores["pruned_l1"][w] = evaluate(recalibrate_bn(copy.deepcopy(pruned), data.x_train), data, task)
-    shuffled = shuffle_channels(copy.deepcopy(base), example, seed=seed)
-    errors = {}
     cfg = replace(config.trainer, seed=seed)
-    for method, start in (("neumeta", smoothed), ("no_smoothing", shuffled)):
-        trainer = Trainer(family, start, data, cfg, task, progress=progress)
-        trainer.fit()
+    scores: dict[str, dict[int, dict[str, float]]] = {}
+    if part == "neumeta":
+        start_model = copy.deepcopy(base)
+        smooth(start_model, example, seed=seed)
+        method, error_key = "neumeta", "smoothed"
+    else:
+        scores["individual"] = {full: evaluate(base, data, task)}
+        for w in widths[1:]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1000 * seed + w)
+                model = train_model(family.build(w), data, task, steps=config.base_steps, seed=seed)
+            scores["individual"][w] = evaluate(model, data, task)
+        scores["pruned_l1"] = {}
         for w in widths:
-            scores[method][w] = trainer.evaluate(w)
-        errors["smoothed" if method == "neumeta" else "no_smoothing"] = trainer.recon_rel_error()
-    return scores, errors
+            pruned = copy.deepcopy(base) if w == full else prune_l1(base, family, w, example)
+            scores["pruned_l1"][w] = evaluate(recalibrate_bn(pruned, data.x_train), data, task)
+        start_model = shuffle_channels(copy.deepcopy(base), example, seed=seed)
+        method, error_key = "no_smoothing", "no_smoothing"
+    trainer = Trainer(family, start_model, data, cfg, task, progress=progress)
+    trainer.fit()
+    scores[method] = {w: trainer.evaluate(w) for w in widths}
+    return scores, {error_key: trainer.recon_rel_error()}, time.perf_counter() - start
 
 
 def _summarise(config, task, widths, per_seed, recon_errors, family) -> dict:

@@ -14,7 +14,7 @@ from neumeta_fast import data as D
 from neumeta_fast.models.family import named_family
 from neumeta_fast.trainer import TrainConfig, Trainer
 
-CONFIG = dict(steps=4, batch_size=8, hidden_dim=16, num_layers=2, num_freqs=2, lr=3e-3)
+CONFIG = dict(steps=4, batch_size=8, hidden_dim=16, num_layers=2, num_freqs=2, lr=3e-3, prefit_steps=2, noise=0.5)
 
 
 def _make():
