@@ -8,6 +8,7 @@ from .inr import INR
 from .layout import Layout, Segment
 
 __all__ = ["__version__", "backends", "generate", "generate_into", "INR", "Layout", "Segment"]
+
 from .smoothing import SmoothReport, smooth, total_variation
 
 __all__ += ["SmoothReport", "smooth", "total_variation"]

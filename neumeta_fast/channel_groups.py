@@ -114,6 +114,9 @@ def _record_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input
     try:
         with torch.no_grad():
             _ShapeRecorder(graph_module).run(*example_inputs)
+    except Exception as error:
+        shapes_given = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in example_inputs]
+        raise ValueError(f"example_inputs {shapes_given} do not run through {type(model).__name__}: {error}") from error
     finally:
         for module, training in modes.items():
             module.training = training

@@ -96,10 +96,9 @@ def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) ->
             applied = _apply_if_smoother(group, order, parameters, tensors)
             cost_after = new_cost if applied else cost_before
     first = group.slices[0]
-    return GroupReport(
-        f"{first.name}[{first.axis}]", group.channels, rows.shape[1], cost_before, cost_after, applied,
-        time.perf_counter() - start, solver_seconds,
-    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    label = f"{first.name}[{first.axis}]"
+    return GroupReport(label, group.channels, rows.shape[1], cost_before, cost_after, applied, seconds, solver_seconds)
 
 
 def _city_rows(group: ChannelGroup, parameters: dict[str, torch.Tensor]) -> torch.Tensor:

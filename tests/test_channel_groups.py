@@ -190,6 +190,11 @@ def test_untraceable_model_is_reported():
         channel_groups(DataDependent(), torch.randn(2))
 
 
+def test_example_inputs_that_do_not_fit_are_reported():
+    with pytest.raises(ValueError, match=r"example_inputs \[\(1, 5, 28, 28\)\]"):
+        channel_groups(lenet(), torch.randn(1, 5, 28, 28))
+
+
 def test_permute_channels_rejects_a_non_permutation():
     (group, *_) = channel_groups(lenet(), torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match="permutation"):
