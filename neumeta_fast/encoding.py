@@ -12,8 +12,12 @@ def frequencies(freq_low: int, freq_high: int, device: torch.device) -> torch.Te
 
 
 def normalise(coords: torch.Tensor, norm: float) -> torch.Tensor:
-    """x = c / norm, then x[:, :3] /= x[:, 3:] (this order: it differs in the last bit from c[:, :3] / c[:, 3:])."""
-    x = coords / norm
+    """x = c / norm, then x[:, :3] /= x[:, 3:] (this order: it differs in the last bit from c[:, :3] / c[:, 3:]).
+
+    `norm` is divided as a tensor on the coordinates' device: CUDA turns division by a Python
+    number into multiplication by its reciprocal, which is not the same float for norm = 48.
+    """
+    x = coords / torch.tensor(norm, dtype=coords.dtype, device=coords.device)
     return torch.cat([x[:, :3] / x[:, 3:], x[:, 3:]], dim=1)
 
 

@@ -8,18 +8,8 @@ from neumeta_fast import INR, Layout, generate, generate_into
 from neumeta_fast import noise as noise_lib
 from neumeta_fast.reference import reference_generate
 
-from test_layout import random_shapes
+from helpers import random_inr, random_shapes
 
-
-def random_inr(num_tensors: int, seed: int, **kw) -> INR:
-    torch.manual_seed(seed)
-    cfg = dict(hidden_dim=32, num_layers=3, num_freqs=4)
-    cfg.update(kw)
-    inr = INR(num_tensors, **cfg)
-    with torch.no_grad():  # larger than the default init so that every input matters
-        for p in inr.parameters():
-            p.normal_(0, 0.3)
-    return inr
 
 
 def case(seed: int):

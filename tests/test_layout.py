@@ -8,15 +8,8 @@ from torch import nn
 from neumeta_fast import Layout
 from neumeta_fast.reference import reference_coordinates
 
+from helpers import random_shapes
 
-def random_shapes(rng: random.Random, count: int):
-    shapes = []
-    for t in range(count):
-        kind = rng.choice(["conv3", "conv1", "linear", "vector", "single"])
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        shape = {"conv3": (a, b, 3, 3), "conv1": (a, b, 1, 1), "linear": (a, b), "vector": (a,), "single": (1,)}[kind]
-        shapes.append((f"t{t}", shape))
-    return shapes
 
 
 @pytest.mark.parametrize("seed", range(20))

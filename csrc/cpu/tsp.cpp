@@ -18,13 +18,13 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // it touches: far above rounding noise, so float error can never make the
 // search cycle, even on huge or tiny magnitudes.
 constexpr double kRelGain = 1e-12;
-constexpr double kSymRtol = 1e-5;   // relative asymmetry still accepted
+constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
-constexpr int kKickSegment = 50;     // longest segment a double bridge moves
+constexpr int kKickSegment = 100;    // longest segment a double bridge moves
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
+// Converged: this many kicks per city in a row found nothing shorter.
 constexpr int64_t kStallPerCity = 20;
-constexpr int64_t kMinStall = 2000;
-constexpr int64_t kExactStall = 50;  // kicks spent on the upper bound for Held-Karp
+constexpr int64_t kMinStall = 100;
 
 bool improves(double removed, double added) {
   return removed - added > kRelGain * (std::abs(removed) + std::abs(added));
@@ -478,8 +478,9 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
     Search<T> search(d, opt.seed, deadline, timed);
-    const bool exact = n <= kExactMaxN;
-    const std::vector<int> tour = search.run(exact ? kExactStall : std::max(kMinStall, kStallPerCity * d.m));
+    // Held-Karp follows for small n: plain local search (no kicks) gives its pruning bound.
+    const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, kStallPerCity * d.m);
+    const std::vector<int> tour = search.run(stall);
     // Cut the cycle at the dummy (path) or rotate it to start at city 0 (tour).
     const int anchor = opt.path ? n : 0;
     const int at = int(std::find(tour.begin(), tour.end(), anchor) - tour.begin());

@@ -13,7 +13,7 @@
 namespace neumeta::tsp {
 
 // Largest n solved exactly (for path: n cities, for tour: n cities with one fixed).
-constexpr int64_t kExactMaxN = 13;
+constexpr int64_t kExactMaxN = 12;
 
 struct Options {
   bool path = true;          // open path with free ends; false: closed tour

@@ -34,4 +34,10 @@ class Request:
 
     def seed(self) -> int:
         """A 62-bit seed drawn from the generator, for backends with an in-kernel counter-based RNG."""
-        return int(torch.randint(0, 2 ** 62, (1,), generator=self.generator).item())
+        return philox_seed(self.generator)
+
+
+def philox_seed(generator: torch.Generator | None) -> int:
+    """A 62-bit key drawn from `generator` on its own device (CPU or CUDA); the global RNG when None."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device).item())

@@ -1,0 +1,165 @@
+"""Path solver benchmark: neumeta_fast.tsp against fast-tsp and elkai (LKH-3).
+
+    python benchmarks/bench_tsp.py            # full table (a few minutes on 2 cores)
+    python benchmarks/bench_tsp.py --quick    # n <= 256 only
+
+Prints markdown tables. All solvers get the same open-path instances (free
+ends, as a tour through a dummy city at distance 0 where a solver only knows
+tours); every cost is recomputed in float64 from the float matrix. Times are
+single-thread wall times of the whole call, setup included. "Gap" is relative
+to the best cost any run found on that instance ("best-known"), which also
+includes longer runs of ours with other seeds.
+
+fast-tsp and elkai are optional (pip install fast-tsp elkai); a missing one is
+skipped with a note. fast-tsp takes integers <= 65535, so its matrix is scaled
+to that range and rounded; elkai's is scaled to 1e6 and rounded.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from neumeta_fast import tsp
+
+try:
+    import fast_tsp
+except ImportError:
+    fast_tsp = None
+try:
+    from elkai import _elkai
+except ImportError:
+    _elkai = None
+
+STRUCT_DIM = 576
+BUDGETS = (0.01, 0.1, 0.5, 1.0)
+ELKAI_DEFAULT_MAX_N = 256  # LKH's default (10 runs of n trials) takes minutes beyond this
+
+
+def struct_instance(n: int, seed: int) -> np.ndarray:
+    """Clustered low-rank rows plus noise (like the channel rows of a trained layer), L1 distances."""
+    rng = np.random.default_rng(seed)
+    rank, clusters = 16, max(4, n // 32)
+    centers = rng.normal(size=(clusters, rank))
+    z = centers[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, rank))
+    x = torch.from_numpy(z @ rng.normal(size=(rank, STRUCT_DIM)) + 0.5 * rng.normal(size=(n, STRUCT_DIM)))
+    return torch.cat([torch.cdist(x[i : i + 256], x, p=1) for i in range(0, n, 256)]).numpy()
+
+
+def uniform_instance(n: int, seed: int) -> np.ndarray:
+    """Independent uniform entries (symmetrised): no geometry at all."""
+    a = np.random.default_rng(seed).random((n, n))
+    return a + a.T
+
+
+def _with_dummy(dist: np.ndarray, top: float) -> np.ndarray:
+    n = len(dist)
+    out = np.zeros((n + 1, n + 1), np.int64)
+    out[:n, :n] = np.rint(dist * (top / dist.max()))
+    return out
+
+
+def _cut_at_dummy(tour, n: int) -> list[int]:
+    k = tour.index(n)
+    return list(tour[k + 1 :]) + list(tour[:k])
+
+
+def run_ours(dist, time_limit, seed=0):
+    start = time.perf_counter()
+    order = tsp.solve(dist, time_limit=time_limit, seed=seed)
+    return time.perf_counter() - start, tsp.cost(dist, order)
+
+
+def run_fast_tsp(dist, budget):
+    start = time.perf_counter()
+    tour = fast_tsp.find_tour(_with_dummy(dist, 65535).tolist(), budget)
+    return time.perf_counter() - start, tsp.cost(dist, _cut_at_dummy(tour, len(dist)))
+
+
+def run_elkai(dist, one_trial):
+    m = len(dist) + 1
+    start = time.perf_counter()
+    rows = "\n".join(" ".join(map(str, r)) for r in _with_dummy(dist, 1e6).tolist())
+    problem = (
+        f"TYPE : TSP\nDIMENSION : {m}\nEDGE_WEIGHT_TYPE : EXPLICIT\nEDGE_WEIGHT_FORMAT : FULL_MATRIX\n"
+        f"EDGE_WEIGHT_SECTION\n{rows}\n"
+    )
+    params = ("RUNS = 1\nMAX_TRIALS = 1\n" if one_trial else "RUNS = 10\n") + "PROBLEM_FILE = :stdin:\n"
+    tour = [c - 1 for c in _elkai.solve_problem(params, problem)]
+    return time.perf_counter() - start, tsp.cost(dist, _cut_at_dummy(tour, len(dist)))
+
+
+def _cell(result, best):
+    if result is None:
+        return "-"
+    seconds, c = result
+    gap = 100 * (c / best - 1) if best > 0 else 0.0
+    return f"{seconds * 1e3:.0f} ms / {gap:.4f}%"
+
+
+def large_table(sizes, kinds):
+    header = ["kind", "n"] + [f"ours {b * 1e3:g} ms" for b in BUDGETS] + ["ours converged"]
+    header += ["fast-tsp 100 ms", "fast-tsp 1 s", "elkai 1 trial", "elkai default"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for kind, make in kinds:
+        for n in sizes:
+            dist = make(n, seed=n)
+            row = {f"b{b}": run_ours(dist, b) for b in BUDGETS}
+            row["conv"] = run_ours(dist, None)
+            extra = [run_ours(dist, None, seed=s)[1] for s in (1, 2)]  # long runs, for best-known only
+            if fast_tsp is not None:
+                row["f0.1"] = run_fast_tsp(dist, 0.1)
+                row["f1"] = run_fast_tsp(dist, 1.0)
+            if _elkai is not None:
+                row["e1"] = run_elkai(dist, one_trial=True)
+                if n <= ELKAI_DEFAULT_MAX_N:
+                    row["e10"] = run_elkai(dist, one_trial=False)
+            best = min([r[1] for r in row.values()] + extra)
+            keys = [f"b{b}" for b in BUDGETS] + ["conv", "f0.1", "f1", "e1", "e10"]
+            lines.append(f"| {kind} | {n} | " + " | ".join(_cell(row.get(k), best) for k in keys) + " |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def small_table(sizes):
+    """Median time over repeated calls; gap against the best of ours and fast-tsp (exact for n <= 20)."""
+    lines = ["| kind | n | ours median time | ours gap | exact (Held-Karp) |", "|---|---|---|---|---|"]
+    for kind, make in (("struct", struct_instance), ("uniform", uniform_instance)):
+        for n in sizes:
+            dist = make(n, seed=n)
+            times = [run_ours(dist, None)[0] for _ in range(30)]
+            c = run_ours(dist, None)[1]
+            best = min(c, run_fast_tsp(dist, 1.0)[1]) if fast_tsp is not None else c
+            gap = 100 * (c / best - 1) if best > 0 else 0.0
+            lines.append(
+                f"| {kind} | {n} | {np.median(times) * 1e3:.3f} ms | {gap:.4f}% | "
+                f"{'yes' if n <= tsp.EXACT_MAX_N else 'no'} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only n <= 256")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    notes = []
+    if fast_tsp is None:
+        notes.append("fast-tsp not importable: its columns are skipped (pip install fast-tsp).")
+    if _elkai is None:
+        notes.append("elkai not importable: its columns are skipped (pip install elkai).")
+    for note in notes:
+        print("note:", note)
+    print()
+    small = small_table([8, 12, 13, 16])
+    print()
+    sizes = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    large = large_table(sizes, [("struct", struct_instance), ("uniform", uniform_instance)])
+    print("\n" + "\n".join(small) + "\n\n" + "\n".join(large))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Triton backend check (issue 3): correctness against the torch backend at real sizes, then timings.
+
+    python benchmarks/device_check.py              GPU: cases a and b of bench_generate.py
+    python benchmarks/device_check.py --cpu-smoke  same code path, tiny, Triton interpreter on the CPU
+
+Timings are `triton.testing.do_bench` medians on the GPU (perf_counter medians in the smoke run).
+Prints a markdown table and writes it to $OUT/device_check.md when OUT is set. Exits 1 when a
+correctness check fails; the speed targets are reported, not enforced.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+from neumeta_fast import INR, Layout, generate
+from neumeta_fast.backends import triton_backend as tb
+from neumeta_fast.encoding import frequencies
+from neumeta_fast.kernels import launch
+from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
+from neumeta_fast.reference import reference_generate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_generate import CASES  # noqa: E402  (the same two real-size cases as the core benchmark)
+
+SMOKE = dict(shapes=lambda: [("conv", (5, 9, 3, 3)), ("proj", (4, 5, 1, 1)), ("fc", (7, 4)), ("bias", (37,))],
+             inr=dict(hidden_dim=32, num_layers=3, num_freqs=4), norm=48.0)
+FWD_TOL, GRAD_TOL = 1e-4, 1e-4  # fp32 on the GPU: GEMM summation order differs from cuBLAS
+
+
+def bench_ms(fn, device: torch.device, repeat: int = 3) -> float:
+    if device.type == "cuda":
+        import triton.testing
+        return triton.testing.do_bench(fn, warmup=5, rep=50, return_mode="median")
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def rel_err(got: dict, want: dict) -> float:
+    scale = max(w.abs().max().item() for w in want.values())
+    return max((got[n] - want[n]).abs().max().item() for n in want) / scale
+
+
+def gemm_floor(inr: INR, num_rows: int, device: torch.device, dtype: torch.dtype):
+    """The MLP's matmuls alone, one GEMM per layer over all rows (random inputs): the speed floor."""
+    h, d, o = inr.hidden_dim, inr.in_features, inr.output_dim
+    x, y = torch.randn(num_rows, d, device=device, dtype=dtype), torch.randn(num_rows, h, device=device, dtype=dtype)
+    w0, wr = torch.randn(d, h, device=device, dtype=dtype), torch.randn(h, h, device=device, dtype=dtype)
+    wo = torch.randn(h, o, device=device, dtype=dtype)
+
+    def run():
+        torch.mm(x, w0)
+        for _ in range(inr.num_layers - 1):
+            torch.mm(y, wr)
+        torch.mm(y, wo)
+    return run, 2 * num_rows * h * (d + (inr.num_layers - 1) * h + o)
+
+
+def tf32_forward(inr: INR, layout: Layout, norm: float):
+    """The kernel with TF32 tensor-core inputs (not reachable through generate(): measured here only)."""
+    device = next(inr.parameters()).device
+    cfg = launch.config(inr.output_dim, "tf32")
+    segs, tiles = tb._plan(layout, inr.output_dim, device, cfg.block_m)
+    freqs = frequencies(inr.freq_low, inr.freq_high, device)
+    weights = tb._stacked(inr)
+    return lambda: layout.views(inr_forward(
+        weights, segs, tiles, freqs, numel=layout.numel, num_rows=layout.num_rows, num_tensors=layout.num_tensors,
+        norm=norm, samples=1, noise_scale=0.0, noise_mode="reference", seed=0, noise=None, precision="tf32", cfg=cfg))
+
+
+def gradients(inr: INR, layout: Layout, norm: float, backend: str, probe: dict, **kw) -> dict:
+    inr.zero_grad(set_to_none=True)
+    out = generate(inr, layout, norm=norm, backend=backend, check_finite=False, **kw)
+    sum((out[n] * probe[n]).sum() for n in out).backward()
+    return {n: p.grad.clone() for n, p in inr.named_parameters()}
+
+
+def run_case(name: str, case: dict, device: torch.device, rows: list, failures: list, reference_fb: bool) -> None:
+    shapes = case["shapes"]()
+    layout, norm = Layout.from_shapes(shapes), case["norm"]
+    torch.manual_seed(0)
+    inr = INR(len(shapes), **case["inr"]).to(device)
+    size = f"{layout.num_rows} coords, INR {inr.hidden_dim}/{inr.num_layers}/{inr.num_freqs}"
+
+    def gen(backend, **kw):
+        return generate(inr, layout, norm=norm, backend=backend, check_finite=False, **kw)
+
+    def check(what, err, tol):
+        rows.append(f"| {name} | | check: {what} | | max err {err:.1e} of max abs (tol {tol:.0e}) |")
+        if not err <= tol:
+            failures.append(f"{name}: {what}: {err:.2e} > {tol:.0e}")
+
+    # -- correctness ---------------------------------------------------------------------------------
+    with torch.no_grad():
+        want = gen("torch")
+        check("triton fp32 forward vs torch", rel_err(gen("triton"), want), FWD_TOL)
+        eps = torch.rand(2, layout.num_rows, 6, device=device, generator=torch.Generator(device).manual_seed(0)) - 0.5
+        check("K=2 reference-mode noise vs torch",
+              rel_err(gen("triton", samples=2, noise_tensor=eps), gen("torch", samples=2, noise_tensor=eps)), FWD_TOL)
+        seed = tb._seed(tb.Request(norm, 3, 1.0, "reference", torch.Generator().manual_seed(1), None,
+                                   torch.float32, device))
+        drawn = philox_noise(layout.num_rows, 3, 1.0, "reference", seed, device)
+        philox = gen("triton", samples=3, noise=1.0, generator=torch.Generator().manual_seed(1))
+        check("K=3 in-kernel Philox noise vs torch given the drawn noise",
+              rel_err(philox, gen("torch", samples=3, noise_tensor=drawn)), FWD_TOL)
+        # the interpreter has no bfloat16 arithmetic: the smoke run measures float16 instead
+        low = torch.float16 if device.type == "cpu" else torch.bfloat16
+        low_name = str(low).split(".")[-1]
+        err_low, err_tf32 = rel_err(gen("triton", dtype=low), want), rel_err(tf32_forward(inr, layout, norm)(), want)
+        err_torch_low = rel_err(gen("torch", dtype=low), want)
+        rows.append(f"| {name} | | accuracy cost | | {low_name} {err_low:.1e} (torch backend {low_name} "
+                    f"{err_torch_low:.1e}), tf32 {err_tf32:.1e} (of max abs) |")
+    probe = {s.name: torch.randn(s.shape, device=device) for s in layout.segments}
+    g_tri, g_ref = gradients(inr, layout, norm, "triton", probe), gradients(inr, layout, norm, "torch", probe)
+    check("gradients vs torch autograd (worst parameter)",
+          max(((g_tri[n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item() for n, g in g_ref.items()), GRAD_TOL)
+
+    # -- timings -------------------------------------------------------------------------------------
+    with torch.no_grad():
+        t_torch = bench_ms(lambda: gen("torch"), device)
+        t_tri = bench_ms(lambda: gen("triton"), device)
+        t_bf16 = bench_ms(lambda: gen("triton", dtype=low), device)
+        t_tf32 = bench_ms(tf32_forward(inr, layout, norm), device)
+        floor32, flops = gemm_floor(inr, layout.num_rows, device, torch.float32)
+        t_gemm = bench_ms(floor32, device)
+        t_gemm16 = bench_ms(gemm_floor(inr, layout.num_rows, device, low)[0], device)
+    t_tri_fb = bench_ms(lambda: gradients(inr, layout, norm, "triton", probe), device)
+    t_torch_fb = bench_ms(lambda: gradients(inr, layout, norm, "torch", probe), device)
+    rate = lambda ms: flops / ms / 1e9  # noqa: E731  (TFLOP/s when ms are milliseconds)
+    rows += [
+        f"| {name} | {size} | torch backend fwd | {t_torch:.2f} | {rate(t_torch):.1f} TFLOP/s |",
+        f"| {name} | | triton fwd (fp32 ieee) | {t_tri:.2f} | {rate(t_tri):.1f} TFLOP/s, "
+        f"{t_gemm / t_tri:.0%} of the fp32 GEMM rate, {t_torch / t_tri:.2f}x torch |",
+        f"| {name} | | triton fwd ({low_name} inputs) | {t_bf16:.2f} | "
+        f"{t_gemm16 / t_bf16:.0%} of the {low_name} GEMM rate |",
+        f"| {name} | | triton fwd (tf32 inputs) | {t_tf32:.2f} | {t_tri / t_tf32:.2f}x fp32 |",
+        f"| {name} | | bare GEMMs fp32 / {low_name} (floor) | {t_gemm:.2f} / {t_gemm16:.2f} | {rate(t_gemm):.1f} / "
+        f"{rate(t_gemm16):.1f} TFLOP/s |",
+        f"| {name} | | triton fwd+bwd | {t_tri_fb:.2f} | torch backend fwd+bwd {t_torch_fb:.2f} ms |",
+    ]
+    # -- the literal reference implementation on the same device ------------------------------------
+    start = time.perf_counter()
+    with torch.no_grad():
+        reference_generate(inr, shapes, norm)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t_ref = 1e3 * (time.perf_counter() - start)
+    rows.append(f"| {name} | | reference fwd (one run) | {t_ref:.1f} | triton {t_ref / t_tri:.0f}x faster |")
+    if reference_fb:
+        def ref_step():
+            inr.zero_grad(set_to_none=True)
+            out = reference_generate(inr, shapes, norm)
+            sum((out[n] * probe[n]).sum() for n in out).backward()
+        t_ref_fb = bench_ms(ref_step, device)
+        rows.append(f"| {name} | | reference fwd+bwd (training step) | {t_ref_fb:.1f} | triton fwd+bwd "
+                    f"{t_ref_fb / t_tri_fb:.1f}x faster (target >= 20x) |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny case in the Triton interpreter")
+    args = parser.parse_args()
+    if args.cpu_smoke:
+        device, cases = torch.device("cpu"), {"smoke": SMOKE}
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("--cpu-smoke needs TRITON_INTERPRET=1 in the environment (set before triton loads)")
+    elif not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --cpu-smoke (and TRITON_INTERPRET=1) on a CPU-only machine")
+    else:
+        device, cases = torch.device("cuda"), CASES
+    torch.backends.cuda.matmul.allow_tf32 = False  # the torch baselines stay true fp32
+    import triton
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)"
+    lines = [f"device: {card}; torch {torch.__version__}, triton {triton.__version__}", "",
+             "| case | size | what | median (ms) | note |", "|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    failures: list[str] = []
+    for name, case in cases.items():
+        rows: list[str] = []
+        run_case(name, case, device, rows, failures, reference_fb=name != "b")
+        print("\n".join(rows), flush=True)
+        lines += rows
+    lines += ["", "correctness: " + ("all checks passed" if not failures else "FAILED: " + "; ".join(failures))]
+    print(lines[-1])
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "device_check.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

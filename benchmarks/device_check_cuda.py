@@ -1,0 +1,155 @@
+"""CUDA backend check (issue 4): correctness against the torch backend at real sizes, then timings.
+
+    python benchmarks/device_check_cuda.py [--case a|b|p|all] [--skip-grad]
+
+Cases: a and b of bench_generate.py (ResNet20 last block with the paper INR 512/8/32; ResNet18 convs +
+BatchNorms, 1.4M coordinates, INR 256/4/16) and p: the ResNet18 layout with the paper INR (the issue's
+"~1M coordinates, paper INR" target). Needs a CUDA device and the extension: built by
+`pip install --no-build-isolation -e .` on the GPU machine, else compiled here on first use
+(NEUMETA_CUDA_JIT=1, needs ninja). Timings are CUDA-event medians from `triton.testing.do_bench`
+(a perf_counter median when triton is absent) beside the torch backend and, when usable, triton.
+Prints a markdown table, writes it to $OUT/device_check_cuda.md when OUT is set, and exits 1 when
+a correctness check fails (the speed target is reported, not enforced).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("NEUMETA_CUDA_JIT", "1")  # before the backend first loads its extension
+
+import torch  # noqa: E402
+
+from neumeta_fast import INR, Layout, backends, generate  # noqa: E402
+from neumeta_fast.backends import cuda_backend  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_generate import CASES, resnet18_convs_and_bns  # noqa: E402
+
+CASES = dict(CASES, p=dict(shapes=resnet18_convs_and_bns, inr=dict(hidden_dim=512, num_layers=8, num_freqs=32),
+                           norm=64.0))
+FWD_TOL, GRAD_TOL = 1e-4, 1e-3  # fp32 vs cuBLAS fp32: only the summation order differs
+
+
+def bench_ms(fn) -> float:
+    try:
+        import triton.testing
+    except ImportError:
+        fn()
+        times = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times)
+    return triton.testing.do_bench(fn, warmup=3, rep=40, return_mode="median")
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return (got - want).abs().max().item() / want.abs().max().item()
+
+
+def flat(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([w.reshape(-1) for w in weights.values()])
+
+
+def philox_noise(layout: Layout, samples: int, scale: float, seed: int) -> torch.Tensor:
+    out = torch.empty(samples, layout.num_rows, 6, device="cuda")
+    torch.ops.neumeta_fast.philox_noise(out, cuda_backend._seed(torch.Generator().manual_seed(seed)), scale, 0)
+    return out
+
+
+def check_case(name: str, skip_grad: bool) -> tuple[list[str], list[str], bool]:
+    c = CASES[name]
+    layout = Layout.from_shapes(c["shapes"]())
+    torch.manual_seed(0)
+    inr = INR(len(layout), **c["inr"]).cuda()
+    norm = c["norm"]
+    size = f"{layout.num_rows} coords, INR {inr.hidden_dim}/{inr.num_layers}/{inr.num_freqs}"
+    checks, ok = [], True
+
+    def check(what: str, err: float, limit: float) -> None:
+        nonlocal ok
+        ok &= err <= limit
+        checks.append(f"| {name} | {what} | {err:.1e} | {limit:.0e} | {'ok' if err <= limit else 'FAIL'} |")
+
+    with torch.no_grad():
+        ref = flat(generate(inr, layout, norm=norm, backend="torch"))
+        check("fp32 forward vs torch", rel_err(flat(generate(inr, layout, norm=norm, backend="cuda")), ref), FWD_TOL)
+        for dtype in (torch.bfloat16, torch.float16):
+            torch_err = rel_err(flat(generate(inr, layout, norm=norm, backend="torch", dtype=dtype)), ref)
+            cuda_err = rel_err(flat(generate(inr, layout, norm=norm, backend="cuda", dtype=dtype)), ref)
+            check(f"{str(dtype)[6:]} vs fp32 (torch {dtype} error {torch_err:.1e}; limit 2x + 1e-4)",
+                  cuda_err, 2 * torch_err + 1e-4)
+        noise = philox_noise(layout, 3, 1.0, 1)
+        want = flat(generate(inr, layout, norm=norm, noise=1.0, samples=3, noise_tensor=noise, backend="torch"))
+        got = flat(generate(inr, layout, norm=norm, noise=1.0, samples=3, generator=torch.Generator().manual_seed(1),
+                            backend="cuda"))
+        check("K=3 Philox reference-mode noise vs torch given that noise", rel_err(got, want), FWD_TOL)
+    if not skip_grad and layout.num_rows < 100_000:
+        grads = {}
+        probe = torch.randn(layout.numel, device="cuda")
+        for backend in ("torch", "cuda"):
+            inr.zero_grad(set_to_none=True)
+            (flat(generate(inr, layout, norm=norm, backend=backend)) * probe).sum().backward()
+            grads[backend] = [p.grad.clone() for p in inr.parameters()]
+        check("gradients vs torch autograd, worst parameter",
+              max(rel_err(g, t) for g, t in zip(grads["cuda"], grads["torch"])), GRAD_TOL)
+
+    timings = []
+    with torch.no_grad():
+        runs = [("torch", torch.float32), ("torch", torch.bfloat16), ("cuda", torch.float32),
+                ("cuda", torch.bfloat16), ("cuda", torch.float16)]
+        if backends("cuda")["triton"] == "ok":
+            runs += [("triton", torch.float32), ("triton", torch.bfloat16)]
+        ms = {}
+        for backend, dtype in runs:
+            ms[backend, dtype] = bench_ms(lambda: generate(inr, layout, norm=norm, backend=backend, dtype=dtype,
+                                                           check_finite=False))
+        for (backend, dtype), t in ms.items():
+            vs = ms[("torch", torch.float32)] / t
+            extra = ""
+            if backend == "cuda" and ("triton", dtype) in ms:
+                extra = f"; {t / ms[('triton', dtype)]:.2f}x triton's time (target <= 1.1)"
+            timings.append(f"| {name} | {size} | {backend} {str(dtype)[6:]} | {t:.2f} ms | "
+                           f"{vs:.2f}x faster than torch fp32{extra} |")
+    return checks, timings, ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=["a", "b", "p", "all"], default="all")
+    parser.add_argument("--skip-grad", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("device_check_cuda: no CUDA device; the cuda backend runs only on a GPU", file=sys.stderr)
+        return 2
+    reason = cuda_backend.unavailable_reason(torch.device("cuda"))
+    if reason is not None:
+        print(f"device_check_cuda: {reason}", file=sys.stderr)
+        return 2
+    lines = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}", "",
+             "| case | check | max error of max abs | limit | |", "|---|---|---|---|---|"]
+    timing_lines = ["", "| case | size | backend, MLP dtype | median | ratio |", "|---|---|---|---|---|"]
+    all_ok = True
+    for name in (["a", "b", "p"] if args.case == "all" else [args.case]):
+        checks, timings, ok = check_case(name, args.skip_grad)
+        lines += checks
+        timing_lines += timings
+        all_ok &= ok
+        print("\n".join(checks + timings), flush=True)
+    report = "\n".join(lines + timing_lines) + "\n"
+    print(report)
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "device_check_cuda.md"), "w") as f:
+            f.write(report)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The CUDA C++ backend: the whole generate() in one fused kernel launch (csrc/cuda/inr_fused.cu).
+
+Layers, each small: the torch ops `neumeta_fast::inr_forward` / `philox_noise` (csrc/cuda/bindings.cpp,
+CUDA and Meta kernels) <- `_launch` (packs the INR's weights and the layout's segment table) <-
+`_Generate` (autograd: the backward recomputes the forward with the torch backend on the same noise
+and lets autograd differentiate it) <- `generate_flat`.
+
+The extension `neumeta_fast._C_cuda` is built by setup.py where CUDA is usable. Without it the
+backend reports why; with NEUMETA_CUDA_JIT=1 it is compiled on first use instead (ninja + nvcc).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import os
+import weakref
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import noise as _noise
+from ..inr import INR
+from ..layout import Layout
+from . import torch_backend
+from .request import Request
+
+NAME = "cuda"
+
+_COMPUTE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_NOISE_MODES = {"reference": 0, "channels": 1}
+_CSRC = Path(__file__).resolve().parents[2] / "csrc"
+_BUILD_HINT = ("build it with `NEUMETA_FORCE_CUDA=1 pip install --no-build-isolation -e .` where nvcc and a CUDA "
+               "build of torch are installed, or set NEUMETA_CUDA_JIT=1 to compile it on first use")
+_tables: "weakref.WeakKeyDictionary[Layout, dict]" = weakref.WeakKeyDictionary()
+
+
+def _jit_build() -> None:
+    from torch.utils.cpp_extension import load
+
+    sources = sorted(str(p) for p in (_CSRC / "cuda").iterdir() if p.suffix in (".cu", ".cpp"))
+    load(name="neumeta_fast_C_cuda", sources=sources, extra_include_paths=[str(_CSRC / "include")],
+         extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=["-O3", "-std=c++17"], is_python_module=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> str | None:
+    """Register the extension's ops (once). None on success, else why they are unavailable."""
+    spec = importlib.util.find_spec("neumeta_fast._C_cuda")
+    try:
+        if spec is not None and spec.origin:
+            torch.ops.load_library(spec.origin)
+        elif os.environ.get("NEUMETA_CUDA_JIT", "0") == "1":
+            _jit_build()
+        else:
+            return f"the CUDA extension neumeta_fast._C_cuda was not built; {_BUILD_HINT}"
+    except (OSError, RuntimeError, ImportError) as exc:
+        return f"the CUDA extension neumeta_fast._C_cuda failed to load ({exc}); {_BUILD_HINT}"
+    return None
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    reason = _load()
+    if reason is not None:
+        return reason
+    if device.type != "cuda":
+        return f"runs on CUDA devices only, got {device}"
+    return None
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _segment_table(layout: Layout, tile_rows: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """int64 [segments, 8] rows of neumeta::SegmentDesc and the tile count (cached per layout)."""
+    cache = _tables.setdefault(layout, {})
+    key = (tile_rows, device)
+    if key not in cache:
+        rows, tile = [], 0
+        for s in layout.segments:
+            rows.append([s.row_offset, s.rows, s.cols, s.kernel_numel, len(s.shape), s.param_offset, s.index, tile])
+            tile += -(-s.rows // tile_rows)
+        cache[key] = (torch.tensor(rows, dtype=torch.int64).to(device), tile)
+    return cache[key]
+
+
+def _pack(inr: INR, dtype: torch.dtype, column_multiple: int) -> list[torch.Tensor]:
+    """The INR's weights as the kernel reads them: per-MLP stacks, transposed to [in, out], zero-padded."""
+    h, n_in = inr.hidden_dim, inr.in_features
+    in_pad, h_pad = _round_up(n_in, 16), _round_up(h, 32)
+    ldw = _round_up(h_pad, column_multiple)
+    mlps, L, nb = inr.model, inr.num_tensors, inr.num_layers - 1
+    with torch.no_grad():
+        w0t = F.pad(torch.stack([m.initial_layer.weight for m in mlps]).transpose(1, 2), (0, ldw - h, 0, in_pad - n_in))
+        b0 = F.pad(torch.stack([m.initial_layer.bias for m in mlps]), (0, ldw - h))
+        if nb:
+            wb = torch.stack([torch.stack([b.weight for b in m.residual_blocks]) for m in mlps])
+            wbt = F.pad(wb.transpose(2, 3), (0, ldw - h, 0, h_pad - h))
+            bb = F.pad(torch.stack([torch.stack([b.bias for b in m.residual_blocks]) for m in mlps]), (0, ldw - h))
+            scalars = torch.stack([torch.stack(list(m.scalars)) for m in mlps])
+        else:
+            device = w0t.device
+            wbt = torch.empty(L, 0, h_pad, ldw, device=device)
+            bb = torch.empty(L, 0, ldw, device=device)
+            scalars = torch.empty(L, 0, device=device)
+        wo = F.pad(torch.stack([m.output_layer.weight for m in mlps]), (0, h_pad - h))
+        bo = torch.stack([m.output_layer.bias for m in mlps])
+        cast = [t.to(dtype).contiguous() for t in (w0t, b0, wbt, bb)]
+        return cast + [scalars.float().contiguous(), wo.to(dtype).contiguous(), bo.to(dtype).contiguous()]
+
+
+def _check_routes(layout: Layout, req: Request, num_tensors: int) -> None:
+    """Explicit reference-mode noise may move the layer index out of [0, L): refuse, as the torch backend."""
+    col0 = layout.coordinates(req.device)[:, 0] + req.noise_tensor[:, :, 0]
+    idx = col0.to(torch.int64)
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= num_tensors:
+        raise ValueError(f"noisy layer index reaches [{lo}, {hi}], outside the INR's [0, {num_tensors}) MLPs")
+
+
+def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
+    compute = _COMPUTE[req.dtype]
+    tile_rows, column_multiple = torch.ops.neumeta_fast.kernel_config(compute)
+    segments, num_tiles = _segment_table(layout, tile_rows, req.device)
+    noise = None if req.noise_tensor is None else req.noise_tensor.to(req.device, torch.float32).contiguous()
+    return torch.ops.neumeta_fast.inr_forward(
+        *_pack(inr, req.dtype, column_multiple), segments, noise, seed, req.noise, req.samples,
+        _NOISE_MODES[req.noise_mode], req.norm, inr.freq_low, inr.num_freqs, layout.num_rows, num_tiles, layout.numel)
+
+
+def _materialised_noise(layout: Layout, req: Request, seed: int) -> torch.Tensor | None:
+    """The noise the kernel added, as an explicit [samples, rows, 6] tensor for the torch recompute."""
+    if req.noise_tensor is not None:
+        return req.noise_tensor
+    if not any(_noise.noisy_samples(req.samples, req.noise)):
+        return None
+    out = torch.empty(req.samples, layout.num_rows, 6, dtype=torch.float32, device=req.device)
+    torch.ops.neumeta_fast.philox_noise(out, seed, req.noise, _NOISE_MODES[req.noise_mode])
+    return out
+
+
+class _Generate(torch.autograd.Function):
+    """Fused forward; backward = torch-backend recompute on the same noise, differentiated by autograd."""
+
+    @staticmethod
+    def forward(ctx, inr, layout, req, seed, *params):
+        ctx.inr, ctx.layout, ctx.req, ctx.seed = inr, layout, req, seed
+        return _launch(inr, layout, req, seed)
+
+    @staticmethod
+    def backward(ctx, grad):
+        params = [p for p in ctx.inr.parameters() if p.requires_grad]
+        noise = _materialised_noise(ctx.layout, ctx.req, ctx.seed)
+        req = dataclasses.replace(ctx.req, noise_tensor=noise, generator=None)
+        with torch.enable_grad():
+            flat = torch_backend.generate_flat(ctx.inr, ctx.layout, req)
+        grads = iter(torch.autograd.grad(flat, params, grad, allow_unused=True))
+        return (None, None, None, None) + tuple(next(grads) if p.requires_grad else None for p in ctx.inr.parameters())
+
+
+def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
+    """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
+    reason = unavailable_reason(req.device)
+    if reason is not None:
+        raise RuntimeError(f"backend 'cuda' cannot run on {req.device}: {reason}")
+    if req.noise_tensor is not None and req.noise_mode == "reference":
+        _check_routes(layout, req, inr.num_tensors)
+    seed = req.seed() if any(_noise.noisy_samples(req.samples, req.noise)) else 0
+    params = list(inr.parameters())
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return _Generate.apply(inr, layout, req, seed, *params)
+    return _launch(inr, layout, req, seed)

@@ -1,0 +1,204 @@
+"""neumeta_fast.tsp: optimality on small instances, robustness, determinism, path_order."""
+import itertools
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from neumeta_fast import tsp
+
+
+def _sym(rng, n, dtype=np.float64):
+    a = rng.random((n, n))
+    return (a + a.T).astype(dtype)
+
+
+def _brute(d, path):
+    n = len(d)
+    perms = itertools.permutations(range(n)) if path else ((0,) + p for p in itertools.permutations(range(1, n)))
+    return min(tsp.cost(d, p, path) for p in perms)
+
+
+def _held_karp(d, path):
+    """Plain O(2^n n^2) dynamic program: the reference optimum."""
+    n = len(d)
+    starts = range(n) if path else [0]
+    best = {}
+    for s in starts:
+        best[(1 << s, s)] = 0.0
+    for mask in range(1, 1 << n):
+        for j in range(n):
+            v = best.get((mask, j))
+            if v is None:
+                continue
+            for k in range(n):
+                if mask >> k & 1:
+                    continue
+                key = (mask | 1 << k, k)
+                nv = v + d[j, k]
+                if nv < best.get(key, np.inf):
+                    best[key] = nv
+    full = (1 << n) - 1
+    return min(best[(full, j)] + (0.0 if path else d[j, 0]) for j in range(n) if (full, j) in best)
+
+
+def _is_perm(order, n):
+    return order.dtype == np.int64 and order.shape == (n,) and np.array_equal(np.sort(order), np.arange(n))
+
+
+@pytest.mark.parametrize("path", [True, False])
+@pytest.mark.parametrize("n", range(1, 9))
+def test_brute_force_optimum(n, path):
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        d = _sym(rng, n)
+        order = tsp.solve(d, path=path)
+        assert _is_perm(order, n)
+        assert tsp.cost(d, order, path) == pytest.approx(_brute(d, path), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("path", [True, False])
+@pytest.mark.parametrize("n", [9, 10])
+def test_held_karp_optimum(n, path):
+    rng = np.random.default_rng(100 + n)
+    for kind in ("uniform", "metric"):
+        if kind == "uniform":
+            d = _sym(rng, n)
+        else:
+            x = rng.random((n, 3))
+            d = np.abs(x[:, None] - x[None]).sum(-1)
+        order = tsp.solve(d, path=path)
+        assert tsp.cost(d, order, path) == pytest.approx(_held_karp(d, path), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [13, 20])
+def test_beyond_exact_range_beats_a_random_order(n):
+    # Local search only: a permutation no longer than a shuffled order.
+    rng = np.random.default_rng(n)
+    d = _sym(rng, n)
+    order = tsp.solve(d)
+    assert _is_perm(order, n)
+    assert tsp.cost(d, order) <= tsp.cost(d, rng.permutation(n))
+
+
+def _fuzz_cases():
+    rng = np.random.default_rng(7)
+    for n in [0, 1, 2, 3, 4, 7, 12, 13, 40]:
+        yield f"random{n}", _sym(rng, n)
+        yield f"equal{n}", np.full((n, n), 3.0)
+        yield f"zeros{n}", np.zeros((n, n))
+        yield f"huge{n}", _sym(rng, n) * 1e30
+        yield f"tiny{n}", _sym(rng, n) * 1e-30
+        yield f"ties{n}", np.round(_sym(rng, n) * 2)
+        yield f"negative{n}", _sym(rng, n) - 1.5
+        yield f"f32_{n}", _sym(rng, n, np.float32)
+        yield f"torch{n}", torch.from_numpy(_sym(rng, n))
+        yield f"int{n}", (_sym(rng, n) * 10).astype(np.int64)
+
+
+@pytest.mark.parametrize("name,d", list(_fuzz_cases()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("path", [True, False])
+def test_always_a_permutation(name, d, path):
+    n = d.shape[0]
+    order = tsp.solve(d, path=path)
+    assert _is_perm(order, n)
+    assert np.isfinite(tsp.cost(d, order, path))
+
+
+def test_exact_on_ties_and_extreme_magnitudes():
+    rng = np.random.default_rng(3)
+    for scale in (1e30, 1e-30):
+        d = _sym(rng, 8) * scale
+        assert tsp.cost(d, tsp.solve(d)) == pytest.approx(_brute(d, True), rel=1e-12)
+    d = np.round(_sym(rng, 8))
+    assert tsp.cost(d, tsp.solve(d, path=False), False) == _brute(d, False)
+
+
+def test_float32_input_used_as_is():
+    rng = np.random.default_rng(5)
+    d = _sym(rng, 8, np.float32)
+    order = tsp.solve(d)
+    assert tsp.cost(d, order) == pytest.approx(_brute(d, True), rel=1e-6)
+    assert np.array_equal(order, tsp.solve(torch.from_numpy(d)))
+
+
+def test_asymmetric_rejected():
+    d = _sym(np.random.default_rng(0), 5)
+    d[1, 3] += 0.5
+    with pytest.raises(ValueError, match=r"symmetric.*dist\[1, 3\]"):
+        tsp.solve(d)
+    d = _sym(np.random.default_rng(0), 5)
+    d[1, 3] *= 1 + 1e-7  # within tolerance
+    assert _is_perm(tsp.solve(d), 5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rejected(bad):
+    d = _sym(np.random.default_rng(0), 6)
+    d[2, 4] = d[4, 2] = bad
+    with pytest.raises(ValueError, match=r"finite.*dist\[2, 4\]"):
+        tsp.solve(d)
+
+
+@pytest.mark.parametrize(
+    "arg,match",
+    [(np.zeros((3, 4)), "square"), (np.zeros(3), "square"), (np.zeros((2, 2), complex), "real numbers")],
+)
+def test_bad_shapes_and_types(arg, match):
+    with pytest.raises(ValueError, match=match):
+        tsp.solve(arg)
+
+
+def test_bad_arguments():
+    d = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="time_limit"):
+        tsp.solve(d, time_limit=-1)
+    with pytest.raises(ValueError, match="permutation"):
+        tsp.cost(d, [0, 1, 1, 2])
+
+
+def test_cost_in_float64():
+    d = np.array([[0, 1, 2], [1, 0, 4], [2, 4, 0]], np.float32)
+    assert tsp.cost(d, [0, 1, 2]) == 5.0
+    assert tsp.cost(d, [0, 1, 2], path=False) == 7.0
+    assert tsp.cost(np.zeros((1, 1)), [0]) == 0.0
+
+
+def test_same_seed_same_order():
+    rng = np.random.default_rng(11)
+    x = rng.random((150, 4))
+    d = np.abs(x[:, None] - x[None]).sum(-1)
+    for path in (True, False):
+        a = tsp.solve(d, path=path, seed=3)
+        assert np.array_equal(a, tsp.solve(d, path=path, seed=3))
+        assert _is_perm(a, 150)
+
+
+def test_time_limit_respected():
+    rng = np.random.default_rng(2)
+    x = rng.random((1500, 8))
+    d = np.abs(x[:, None] - x[None]).sum(-1)
+    start = time.perf_counter()
+    order = tsp.solve(d, time_limit=0.1)
+    elapsed = time.perf_counter() - start
+    assert _is_perm(order, 1500)
+    assert elapsed < 0.6
+
+
+def test_path_order_matches_explicit_l1():
+    torch.manual_seed(0)
+    feats = torch.randn(300, 37)
+    order = tsp.path_order(feats, seed=1)
+    assert order.dtype == torch.int64 and order.shape == (300,)
+    d = (feats[:, None, :].double() - feats[None, :, :].double()).abs().sum(-1).numpy()
+    expected = tsp.solve(d, path=True, seed=1)
+    assert tsp.cost(d, order.numpy()) == pytest.approx(tsp.cost(d, expected), rel=1e-9)
+    small = torch.randn(9, 5)
+    ds = torch.cdist(small.double(), small.double(), p=1).numpy()
+    assert tsp.cost(ds, tsp.path_order(small).numpy()) == pytest.approx(_brute(ds, True), rel=1e-12)
+
+
+def test_path_order_rejects_non_matrix():
+    with pytest.raises(ValueError, match="2-D"):
+        tsp.path_order(torch.zeros(3))
