@@ -52,7 +52,7 @@ setup(
     name="neumeta_fast",
     version=VERSION["__version__"],
     description="Fast weight generation for Neural Metamorphosis (NeuMeta): fused INR kernels, a C++ path solver, and a trainer",
-    packages=["neumeta_fast", "neumeta_fast.backends", "neumeta_fast.kernels", "neumeta_fast.models"],
+    packages=["neumeta_fast", "neumeta_fast.backends", "neumeta_fast.compat", "neumeta_fast.kernels", "neumeta_fast.models"],
     package_dir={"neumeta_fast.kernels": "kernels"},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "scipy"],

@@ -19,6 +19,7 @@ import torch
 
 from neumeta_fast import INR, Layout, generate
 from neumeta_fast.backends import triton_backend as tb
+from neumeta_fast.backends.request import philox_seed
 from neumeta_fast.encoding import frequencies
 from neumeta_fast.kernels import launch
 from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
@@ -106,8 +107,7 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
         eps = torch.rand(2, layout.num_rows, 6, device=device, generator=torch.Generator(device).manual_seed(0)) - 0.5
         check("K=2 reference-mode noise vs torch",
               rel_err(gen("triton", samples=2, noise_tensor=eps), gen("torch", samples=2, noise_tensor=eps)), FWD_TOL)
-        seed = tb._seed(tb.Request(norm, 3, 1.0, "reference", torch.Generator().manual_seed(1), None,
-                                   torch.float32, device))
+        seed = philox_seed(torch.Generator().manual_seed(1))
         drawn = philox_noise(layout.num_rows, 3, 1.0, "reference", seed, device)
         philox = gen("triton", samples=3, noise=1.0, generator=torch.Generator().manual_seed(1))
         check("K=3 in-kernel Philox noise vs torch given the drawn noise",

@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# Issue 3's device check of the triton backend: build, check against torch at real sizes, time.
-#   benchmarks/device_check.sh              on a GPU machine (well under 10 minutes on an H100)
-#   benchmarks/device_check.sh --cpu-smoke  sm_90 build check + the same code path, tiny, in the interpreter
-# Uses the machine's preinstalled torch and triton (no network); PYTHON picks the interpreter.
-set -euo pipefail
+# The one GPU check: build, check every backend against the torch path at real sizes, time them.
+#   benchmarks/device_check.sh              on a GPU machine (meant to finish in ~6 minutes on an H100)
+#   benchmarks/device_check.sh --cpu-smoke  no GPU: sm_90 build check + the triton half, tiny, in the interpreter
+# Uses the machine's preinstalled torch and triton (no network). Each step has its own time limit and
+# log; a failing step does not stop the others. Tables and logs go to $OUT (default ./out/device_check).
+set -uo pipefail
 cd "$(dirname "$0")/.."
+OUT=${OUT:-out/device_check}
+mkdir -p "$OUT"
+export OUT PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import neumeta_fast.kernels.inr_forward" >/dev/null 2>&1; then
-  VENV=${TMPDIR:-/tmp}/neumeta-device-venv
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
-  PY="$VENV/bin/python"
-  # The CUDA C++ extension is not what this script checks: skip its (long) build.
-  NEUMETA_SKIP_CUDA=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
-fi
+
 if [ "${1:-}" = "--cpu-smoke" ]; then
-  # No GPU: build the GPU code for sm_90 anyway (triton's bundled ptxas), then run the interpreter half.
-  env -u TRITON_INTERPRET "$PY" benchmarks/compile_check.py
-  export TRITON_INTERPRET=1
+  env -u TRITON_INTERPRET "$PY" benchmarks/compile_check.py || exit 1
+  TRITON_INTERPRET=1 exec "$PY" benchmarks/device_check.py --cpu-smoke
 fi
-exec "$PY" benchmarks/device_check.py "$@"
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+VENV=${TMPDIR:-/tmp}/neumeta-device-venv
+[ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
+PY="$VENV/bin/python"
+start=$(date +%s)
+NEUMETA_FORCE_CUDA=1 MAX_JOBS=16 "$PY" -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
+  || { echo "build failed: see build.log"; tail -30 "$OUT/build.log"; }
+echo "build: $(( $(date +%s) - start )) s; backends: $("$PY" -c 'import neumeta_fast; print(neumeta_fast.backends())')"
+
+status=0
+step() {  # step NAME LIMIT_S COMMAND...: run with a limit, log to $OUT/NAME.log, remember failures
+  local name=$1 limit=$2
+  shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "step $name: rc=$rc in $(( $(date +%s) - t0 )) s"
+  tail -25 "$OUT/$name.log"
+  [ "$rc" -eq 0 ] || status=1
+}
+step gpu_tests 120 "$PY" -m pytest -q -x tests/test_cuda_backend.py tests/test_generate.py
+step triton 150 "$PY" benchmarks/device_check.py
+step cuda 150 "$PY" benchmarks/device_check_cuda.py
+step torch 90 "$PY" benchmarks/bench_generate.py --device cuda --skip-reference --repeat 10
+exit "$status"

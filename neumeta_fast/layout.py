@@ -155,21 +155,22 @@ class Layout:
         device = torch.device(device or "cpu")
         table = self._coords.get(device)
         if table is None:
-            table = torch.cat([self._segment_coordinates(s, device) for s in self.segments])
+            table = torch.empty(self.num_rows, 6, dtype=torch.float32, device=device)
+            for s in self.segments:
+                self._fill_segment(s, table[s.row_offset:s.row_offset + s.rows].view(s.shape[0], s.cols, 6))
             self._coords[device] = table
         return table
 
-    def _segment_coordinates(self, s: Segment, device: torch.device) -> torch.Tensor:
-        a_size = s.shape[0]
-        row = torch.arange(s.rows, device=device)
-        c = torch.empty(s.rows, 6, dtype=torch.float32, device=device)
-        c[:, 0] = s.index
-        c[:, 1] = torch.div(row, s.cols, rounding_mode="floor")
-        c[:, 2] = row % s.cols if len(s.shape) >= 2 else 0
-        c[:, 3] = self.num_tensors
-        c[:, 4] = a_size
-        c[:, 5] = s.cols
-        return c
+    def _fill_segment(self, s: Segment, out: torch.Tensor) -> None:
+        """One broadcast add writes `out` [A, B, 6]: a [B, 6] row template plus the a column."""
+        a_size, b_size = out.shape[:2]
+        template = torch.tensor([s.index, 0.0, 0.0, self.num_tensors, a_size, s.cols], device=out.device)
+        template = template.repeat(b_size, 1)
+        if len(s.shape) >= 2:
+            template[:, 2] = torch.arange(b_size, dtype=torch.float32, device=out.device)
+        a_column = torch.zeros(a_size, 1, 6, device=out.device)
+        a_column[:, 0, 1] = torch.arange(a_size, dtype=torch.float32, device=out.device)
+        torch.add(template, a_column, out=out)
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The target tensors as views of one flat buffer."""

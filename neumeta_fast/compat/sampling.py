@@ -1,0 +1,154 @@
+"""Weight sampling with the reference's signatures, on `neumeta_fast.generate`.
+
+Writes go explicitly into the model's own parameters (by state-dict name): the reference
+relies on `learnable_parameter` sharing storage with them instead.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..generate import generate
+from ..inr import INR
+from ..layout import Layout
+from ._device import resolve_device
+from .coordinates import layout_indices, learnable_layout, learnable_parameters, params_layout
+
+
+def write_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Copy generated tensors into the model's parameters/buffers of the same state-dict names."""
+    state = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, w in weights.items():
+            if name not in state:
+                raise KeyError(f"learnable_parameter names {name!r}, which is not in "
+                               f"{type(model).__name__}.state_dict(): cannot write the generated tensor")
+            if state[name].shape != w.shape:
+                raise ValueError(f"{name!r}: the model's tensor has shape {tuple(state[name].shape)}, "
+                                 f"generated {tuple(w.shape)}")
+            state[name].copy_(w)
+
+
+def _selected_names(params: Mapping[str, torch.Tensor], key_mask: Mapping[str, torch.Tensor],
+                    selected_keys: Sequence[str] | None) -> list[str]:
+    """Selected tensor names in `learnable_parameter` order (the order of the returned weights)."""
+    wanted = set(map(str, key_mask if selected_keys is None else selected_keys))
+    if not wanted:
+        raise ValueError("no tensor selected: selected_keys is empty")
+    unknown = sorted(n for n in wanted if n not in key_mask or n not in params)
+    if unknown:
+        raise KeyError(f"selected keys {unknown} are missing from key_mask or from model.learnable_parameter")
+    return [n for n in params if n in wanted]
+
+
+def _row_owner(key_mask: Mapping[str, torch.Tensor], names: list[str], num_rows: int) -> torch.Tensor:
+    """For each coordinate row: position in `names` of the tensor it belongs to.
+
+    As in the reference, `coords` are the rows of the full table that the selected keys' masks
+    cover, in table order.
+    """
+    masks = torch.stack([torch.as_tensor(key_mask[n]).cpu().bool() for n in names])
+    covered = masks.any(0)
+    if int(covered.sum()) != num_rows:
+        raise ValueError(f"coords has {num_rows} rows but the selected keys' masks cover {int(covered.sum())} "
+                         "coordinates: pass the rows of the selected tensors (e.g. from sample_subset)")
+    return masks[:, covered].to(torch.int64).argmax(0)
+
+
+def _canonical_noise(layout: Layout, owner: torch.Tensor, coords: torch.Tensor, indices: torch.Tensor,
+                     sizes: torch.Tensor) -> torch.Tensor | None:
+    """Noise d with `layout.coordinates() + d == coords` bit for bit, when rows are in the layout's own
+    order (the case `sample_coordinates` + `sample_subset` produce); None otherwise."""
+    expected_owner = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor([s.rows for s in layout.segments]))
+    canon_indices, canon_sizes = layout_indices(layout)
+    if not (torch.equal(owner, expected_owner) and torch.equal(torch.as_tensor(indices).cpu(), canon_indices)
+            and torch.equal(torch.as_tensor(sizes).cpu(), canon_sizes)):
+        return None
+    base = layout.coordinates(coords.device)
+    noise = coords - base
+    return noise if torch.equal(base + noise, coords) else None  # exact for |noise| <= 0.5
+
+
+def _scatter(out: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One tensor from INR outputs of arbitrary rows; entries without a row keep the target's values."""
+    base = target.detach().to(device=out.device, dtype=out.dtype)
+    vals = out[rows]
+    if target.dim() == 4:
+        kh, kw = target.shape[2:]
+        k = kh * kw
+        if k > out.shape[1]:
+            raise ValueError(f"kernel {kh}x{kw} needs {k} outputs per coordinate, the hyper-model gives {out.shape[1]}")
+        start = out.shape[1] // 2 - k // 2 if k < out.shape[1] else 0
+        return base.index_put((idx[:, 0], idx[:, 1]), vals[:, start:start + k].reshape(-1, kh, kw))
+    if target.dim() == 2:
+        return base.index_put((idx[:, 0], idx[:, 1]), vals[:, 0])
+    return base.index_put((idx[:, 0],), vals[:, 0])
+
+
+def _generic(hyper_model, params, names, owner, coords, indices, norm) -> dict[str, torch.Tensor]:
+    """Rows in any order (or a hyper-model that is not an INR): its forward, then a scatter by indices."""
+    out = hyper_model(coords / norm, layer_id=coords[:, 0].int(), input_dim=coords[:, -1])
+    idx = torch.as_tensor(indices).to(device=coords.device, dtype=torch.int64)
+    owner = owner.to(coords.device)
+    return {n: _scatter(out, owner == s, idx[owner == s], params[n]) for s, n in enumerate(names)}
+
+
+def sample_weights(hyper_model, model_cls, coords_tensor, keys_list, indices_list, size_list, key_mask,
+                   selected_keys=None, device="cuda", large_batch_size=4096, NORM=1):
+    """Generate the selected tensors at the given (possibly noisy) coordinates and write them into `model_cls`.
+
+    Returns (model_cls, weights): the generated tensors in `learnable_parameter` order, differentiable
+    w.r.t. the hyper-model when grad is enabled. `selected_keys=None` selects every key of `key_mask`.
+    Rows are assigned to tensors by `key_mask` (as the reference; `keys_list` is not read), and
+    `large_batch_size` is accepted for compatibility: the backends choose their own chunking.
+    """
+    device = resolve_device(device, hyper_model)
+    params = learnable_parameters(model_cls)
+    names = _selected_names(params, key_mask, selected_keys)
+    coords = torch.as_tensor(coords_tensor).to(device=device, dtype=torch.float32)
+    owner = _row_owner(key_mask, names, coords.shape[0])
+    layout = params_layout(params).subset(names)
+    noise = _canonical_noise(layout, owner, coords, indices_list, size_list) if isinstance(hyper_model, INR) else None
+    if noise is not None:
+        weights = generate(hyper_model, layout, norm=float(NORM), noise_mode="reference",
+                           noise_tensor=noise.unsqueeze(0) if noise.any() else None)
+    else:
+        weights = _generic(hyper_model, params, names, owner, coords, indices_list, float(NORM))
+    write_weights(model_cls, weights)
+    return model_cls, [weights[n] for n in names]
+
+
+def _generate_into(hyper_model, model: nn.Module, *, norm, noise: float, samples: int) -> nn.Module:
+    if not isinstance(hyper_model, INR):
+        raise TypeError(f"hyper_model must be a neumeta_fast hyper-model (NeRF_ResMLP_Compose, NeRF_MLP_Compose "
+                        f"or INR), got {type(hyper_model).__name__}: load its state dict into one")
+    with torch.no_grad():
+        weights = generate(hyper_model, learnable_layout(model), norm=float(norm), noise=float(noise),
+                           samples=samples, noise_mode="reference")
+    write_weights(model, weights)
+    return model.eval()
+
+
+def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
+    """A copy of `model` whose learnable tensors are the average of K generated samples.
+
+    Sample 0 is noise-free, samples 1..K-1 use `args.training.coordinate_noise` (reference-mode noise),
+    coordinates are divided by `args.dimensions.norm`. The weights are averaged inside `generate`:
+    one model copy, not K. Like the reference, puts `hyper_model` in eval mode.
+    """
+    hyper_model.eval()
+    device = resolve_device(device, hyper_model)
+    merged = copy.deepcopy(model).to(device)
+    return _generate_into(hyper_model, merged, norm=args.dimensions.norm, noise=args.training.coordinate_noise,
+                          samples=K)
+
+
+def sample_single_model(hyper_model, model, device="cuda", cfg=None):
+    """`model` (in place, eval mode) with noise-free generated weights; reads `cfg.dimensions.norm`."""
+    if cfg is None:
+        raise ValueError("sample_single_model needs cfg: the coordinate normaliser is read from cfg.dimensions.norm")
+    resolve_device(device, hyper_model)
+    return _generate_into(hyper_model, model, norm=cfg.dimensions.norm, noise=0.0, samples=1)
