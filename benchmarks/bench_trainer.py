@@ -1,6 +1,6 @@
 """Trainer step time: the fast `generate` vs the literal reference implementation, same step otherwise.
 
-    python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 32]
+    python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 32] [--noise 1 --noise-mode reference]
 
 Both trainers share the demo's model (ConvNet, every hidden width morphed), INR, batch stream
 and seed; only weight generation differs (`Trainer._generate` swapped for `reference_generate`
@@ -47,13 +47,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--noise", type=float, default=0.0, help="coordinate noise (the demo's default is 0)")
     parser.add_argument("--noise-mode", default="channels", choices=("channels", "reference"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = D.load("digits", train_size=500)
     family = named_family("convnet", full_width=32)
     base = family.build(32)
-    config = TrainConfig(noise_mode=args.noise_mode)
+    config = TrainConfig(noise=args.noise, noise_mode=args.noise_mode)
     rows = []
     for name, cls in (("fast (generate, backend auto)", Trainer), ("reference (reference_generate)", ReferenceTrainer)):
         times = step_times(cls(family, base, data, config), args.width, args.steps)

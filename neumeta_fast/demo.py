@@ -50,7 +50,7 @@ class DemoConfig:
 def quick_config(task: str = "classify") -> DemoConfig:
     """A small run for CI: one seed, short schedules, a narrower network and INR."""
     return DemoConfig(task=task, seeds=1, full_width=16, base_steps=300,
-                      trainer=TrainConfig(steps=300, prefit_steps=200, hidden_dim=64, num_layers=2, num_freqs=5))
+                      trainer=TrainConfig(steps=500, prefit_steps=400, hidden_dim=64, num_layers=2, num_freqs=5))
 
 
 def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, echo=print) -> dict:
