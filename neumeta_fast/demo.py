@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -40,11 +40,7 @@ class DemoConfig:
     full_width: int = 32
     train_size: int = 500
     base_steps: int = 600
-    trainer: TrainConfig = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        if self.trainer is None:
-            self.trainer = TrainConfig()
+    trainer: TrainConfig = field(default_factory=TrainConfig)
 
 
 def quick_config(task: str = "classify") -> DemoConfig:

@@ -101,7 +101,12 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
         base.load_state_dict(resume["base"])
     else:
         if run.base_checkpoint is not None:
-            base.load_state_dict(torch.load(run.base_checkpoint, map_location="cpu", weights_only=True))
+            state = torch.load(run.base_checkpoint, map_location="cpu", weights_only=True)
+            try:
+                base.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
+                                  f"{run.full_width}: {str(exc).splitlines()[0]}") from exc
         else:
             torch.manual_seed(config.seed)
             base = train_model(base, data, task, steps=run.base_steps, seed=config.seed)

@@ -81,3 +81,11 @@ def test_demo_writes_results_and_plot(tmp_path):
     assert set(saved["recon_rel_error"]) == {"smoothed", "no_smoothing"}
     assert (tmp_path / "accuracy_vs_width.png").stat().st_size > 1000
     assert "| width |" in demo.table(results)
+
+
+def test_base_checkpoint_of_another_width_exits_2(tmp_path, capsys):
+    wrong = tmp_path / "base.pt"
+    torch.save(named_family("convnet", full_width=8, num_classes=4).build(8).state_dict(), wrong)
+    assert main(["train", "--config", _config(tmp_path, base_checkpoint=str(wrong))]) == 2
+    assert "does not fit convnet at width 4" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
