@@ -12,3 +12,7 @@ __all__ = ["__version__", "backends", "generate", "generate_into", "INR", "Layou
 from .smoothing import SmoothReport, smooth, total_variation
 
 __all__ += ["SmoothReport", "smooth", "total_variation"]
+from .models.family import Family
+from .trainer import TrainConfig, Trainer
+
+__all__ += ["Family", "TrainConfig", "Trainer"]

@@ -1,57 +1,99 @@
-"""Command line: `python -m neumeta_fast demo` (the README's main job)."""
+"""Command line: `python -m neumeta_fast demo | train --config FILE | sample`.
+
+Bad input (unknown dataset, missing files, a width the family cannot build, config typos)
+ends with one line on stderr naming the problem and exit code 2, before anything is written.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
+from dataclasses import replace
 
 import torch
 
-from .backends import backends
-from .generate import generate
-from .inr import INR
-from .layout import Layout
+from .data import DataError
+from .models.family import WidthError
+from .trainer import ConfigError
 
-
-def _last_block(width: int) -> Layout:
-    """ResNet20's last block with hidden width `width` (the tensors NeuMeta morphs in the paper)."""
-    return Layout.from_shapes([
-        ("conv1.weight", (width, 64, 3, 3)), ("bn1.weight", (width,)), ("bn1.bias", (width,)),
-        ("conv2.weight", (64, width, 3, 3)), ("bn2.weight", (64,)), ("bn2.bias", (64,)),
-    ])
+USAGE_ERRORS = (ConfigError, DataError, WidthError, FileNotFoundError)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    inr = INR(6, hidden_dim=args.hidden, num_layers=args.layers, num_freqs=args.freqs)
-    print(f"neumeta_fast demo: weight generation for ResNet20's last block; backends: {backends()}")
-    print(f"| width | coordinates | weights | time (ms) | mean |W| |")
-    print(f"|---|---|---|---|---|")
-    for width in args.widths:
-        layout = _last_block(width)
-        with torch.no_grad():
-            start = time.perf_counter()
-            weights = generate(inr, layout, norm=64)
-            ms = 1e3 * (time.perf_counter() - start)
-        mean_abs = torch.cat([w.flatten() for w in weights.values()]).abs().mean().item()
-        print(f"| {width} | {layout.num_rows} | {layout.numel} | {ms:.1f} | {mean_abs:.4g} |")
+    from . import demo
+    config = demo.quick_config(args.task) if args.quick else demo.DemoConfig(task=args.task)
+    overrides = {k: v for k, v in (("noise_mode", args.noise_mode), ("recon", args.recon),
+                                   ("prefit_steps", args.prefit_steps), ("steps", args.steps)) if v is not None}
+    trainer = replace(config.trainer, **overrides)
+    config = replace(config, trainer=trainer, seeds=args.seeds or config.seeds)
+    if config.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    demo.run(config, args.out, jobs=args.jobs, progress=not args.no_progress)
+    print(f"wrote {os.path.join(args.out, 'results.json')} and the plot")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _train(args: argparse.Namespace) -> int:
+    from . import runs
+    run = runs.RunConfig.from_file(args.config)
+    if args.out:
+        run = replace(run, out=args.out)
+    runs.train(run, progress=not args.no_progress)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from . import runs
+    path = runs.sample(args.checkpoint, args.width, args.out, samples=args.samples)
+    print(f"wrote the width-{args.width} state_dict to {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m neumeta_fast")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: these small models run fastest single-threaded)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="generate weights at several widths and print a table")
-    demo.add_argument("--widths", type=int, nargs="+", default=[64, 48, 32, 16])
-    demo.add_argument("--hidden", type=int, default=256)
-    demo.add_argument("--layers", type=int, default=4)
-    demo.add_argument("--freqs", type=int, default=16)
-    demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    return 2
+
+    demo = sub.add_parser("demo", help="NeuMeta vs baselines on sklearn digits: table, results.json, plot")
+    demo.add_argument("--out", default=os.path.join(".", "out", "demo"))
+    demo.add_argument("--quick", action="store_true", help="one seed, short schedules (CI)")
+    demo.add_argument("--task", choices=("classify", "vae"), default="classify")
+    demo.add_argument("--seeds", type=int, default=None)
+    demo.add_argument("--steps", type=int, default=None, help="INR training steps")
+    demo.add_argument("--noise-mode", choices=("channels", "reference"), default=None)
+    demo.add_argument("--recon", choices=("normalised", "reference"), default=None)
+    demo.add_argument("--prefit-steps", type=int, default=None)
+    demo.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                      help="worker processes (default: up to 2; each seed is two jobs)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="train a NeuMeta INR from a JSON/TOML config (resumes from out/checkpoint.pt)")
+    train.add_argument("--config", required=True)
+    train.add_argument("--out", default=None, help="overrides the config's out")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_train)
+
+    sample = sub.add_parser("sample", help="write the state_dict of one generated width")
+    sample.add_argument("--checkpoint", required=True)
+    sample.add_argument("--width", type=int, required=True)
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--samples", type=int, default=None, help="K-sample averaging (default: the run's)")
+    sample.set_defaults(func=_sample)
+    return parser
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except USAGE_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,180 @@
+"""`train --config FILE` and `sample`: a user's own run, from a JSON/TOML file to a checkpoint.
+
+Everything that can be wrong with the inputs (keys, dataset, files, widths) is checked before
+the output folder is touched; checkpoints are atomic, so a failed run never replaces a good one.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+
+from . import checkpoint as _ckpt
+from . import data as _data
+from . import distributed as _dist
+from .baselines import train_model
+from .models.family import named_family
+from .objective import task as _task
+from .smoothing import smooth
+from .trainer import ConfigError, TrainConfig, Trainer
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "digits"
+    data_root: str | None = None
+    train_size: int | None = None
+    model: str = "convnet"
+    full_width: int = 32
+    task: str = "classify"
+    base_steps: int = 600
+    base_checkpoint: str | None = None  # a state_dict of the full-width model instead of training one
+    eval_widths: list[int] = field(default_factory=list)  # default: 100/75/50/25% of full_width
+    checkpoint_every: int = 100
+    out: str = "out/train"
+    trainer: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: str) -> "RunConfig":
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist")
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        try:
+            if path.endswith(".toml"):
+                import tomllib
+                values = tomllib.loads(raw.decode())
+            else:
+                values = json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise ConfigError(f"config file {path!r} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path!r} must hold a mapping of keys, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown} in {path}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+def _family(run: RunConfig):
+    shape = {"digits": (1, 8), "synthetic": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32)}
+    if run.dataset not in shape:
+        raise _data.DataError(f"unknown dataset {run.dataset!r}; expected one of {_data.DATASETS}")
+    channels, size = shape[run.dataset]
+    classes = {"cifar100": 100, "synthetic": 4}.get(run.dataset, 10)
+    try:
+        return named_family(run.model, full_width=run.full_width, num_classes=classes, in_channels=channels,
+                            image_size=size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _prepare(run: RunConfig):
+    """Validate everything and load the data; nothing is written yet."""
+    task = _task(run.task)
+    family = _family(run)
+    config = TrainConfig.from_dict(run.trainer)
+    config.training_widths(family)
+    widths = run.eval_widths or sorted({max(1, round(f * run.full_width)) for f in (1.0, 0.75, 0.5, 0.25)}, reverse=True)
+    for w in widths:
+        family.check_width(w)
+    if run.base_checkpoint is not None and not os.path.isfile(run.base_checkpoint):
+        raise FileNotFoundError(f"base_checkpoint {run.base_checkpoint!r} does not exist")
+    data = _data.load(run.dataset, root=run.data_root, train_size=run.train_size, seed=config.seed)
+    return task, family, config, widths, data
+
+
+def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
+    """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out."""
+    task, family, config, widths, data = _prepare(run)
+    rank, _ = _dist.init_from_env()
+    ckpt_path = os.path.join(run.out, "checkpoint.pt")
+    resume = _ckpt.load(ckpt_path) if os.path.isfile(ckpt_path) else None
+    base = family.build(family.full_width)
+    if resume is not None:
+        base.load_state_dict(resume["base"])
+    else:
+        if run.base_checkpoint is not None:
+            state = torch.load(run.base_checkpoint, map_location="cpu", weights_only=True)
+            try:
+                base.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
+                                  f"{run.full_width}: {str(exc).splitlines()[0]}") from exc
+        else:
+            torch.manual_seed(config.seed)
+            base = train_model(base, data, task, steps=run.base_steps, seed=config.seed)
+        smooth(base, data.x_train[:4], seed=config.seed)
+    trainer = Trainer(family, base, data, config, task, progress=progress and rank == 0)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+        echo(f"resumed {ckpt_path} at step {trainer.step_count}")
+    extra = {"run": dataclasses.asdict(run), "base": base.state_dict()}
+    if rank == 0:
+        os.makedirs(run.out, exist_ok=True)
+    log_path = os.path.join(run.out, "log.csv")
+    with _CsvLog(log_path if rank == 0 else None) as log:
+        trainer.fit(log=log, checkpoint=ckpt_path, checkpoint_every=run.checkpoint_every, checkpoint_extra=extra)
+    trainer.save(ckpt_path, extra)
+    metrics = {"step": trainer.step_count, "recon_rel_error": trainer.recon_rel_error(),
+               "widths": {str(w): trainer.evaluate(w) for w in widths}}
+    if rank == 0:
+        _write_json(metrics, os.path.join(run.out, "metrics.json"))
+        echo(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def sample(checkpoint: str, width: int, out: str, samples: int | None = None) -> str:
+    """Write the `state_dict` of the width-`width` model a trained run generates (BN recalibrated)."""
+    state = _ckpt.load(checkpoint)
+    if "run" not in state:
+        raise ConfigError(f"{checkpoint!r} is not a checkpoint written by `train` (no run configuration)")
+    run = RunConfig(**state["run"])
+    task = _task(run.task)
+    family = _family(run)
+    family.check_width(width)
+    config = TrainConfig.from_dict(state["config"])
+    data = _data.load(run.dataset, root=run.data_root, train_size=run.train_size, seed=config.seed)
+    base = family.build(family.full_width)
+    base.load_state_dict(state["base"])
+    trainer = Trainer(family, base, data, config, task)
+    trainer.load_state_dict(state)
+    _ckpt.save(trainer.model(width, samples=samples).state_dict(), out)
+    return out
+
+
+class _CsvLog:
+    """Appends one CSV row per step (header once); a no-op on ranks other than 0."""
+
+    def __init__(self, path: str | None):
+        self.path, self.fh, self.writer = path, None, None
+
+    def __enter__(self):
+        if self.path is not None:
+            new = not os.path.isfile(self.path)
+            self.fh = open(self.path, "a", newline="")
+            self.writer = csv.DictWriter(self.fh, ["step", "width", "loss", "task", "recon", "lr"])
+            if new:
+                self.writer.writeheader()
+        return self
+
+    def __call__(self, row: dict) -> None:
+        if self.writer is not None:
+            self.writer.writerow(row)
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _write_json(obj: dict, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)

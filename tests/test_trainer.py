@@ -1,0 +1,151 @@
+"""Trainer: objective pieces, exact resume, atomic checkpoints, evaluation, baselines, families."""
+import copy
+import os
+
+import pytest
+import torch
+
+from neumeta_fast import checkpoint, data as D
+from neumeta_fast.baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, train_model
+from neumeta_fast.models.family import Family, WidthError, named_family
+from neumeta_fast.objective import Classification, VAE, reconstruction, relative_error
+from neumeta_fast.trainer import ConfigError, TrainConfig, Trainer
+
+TINY = dict(steps=6, batch_size=16, hidden_dim=16, num_layers=2, num_freqs=2, bn_batches=2, prefit_steps=0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    data = D.synthetic(n_train=64, n_test=32)
+    family = named_family("convnet", full_width=6, num_classes=4)
+    base = train_model(family.build(6), data, Classification, steps=10, seed=0)
+    return family, base, data
+
+
+def _params(trainer):
+    return [p.detach().clone() for p in list(trainer.inr.parameters()) + list(trainer.ema.parameters())]
+
+
+def test_resume_is_bitwise(setup, tmp_path):
+    family, base, data = setup
+    config = TrainConfig(**{**TINY, "prefit_steps": 2}, ratio=0.5, noise=1.0, noise_mode="reference")
+    straight = Trainer(family, base, data, config)
+    straight.fit(6)
+    first = Trainer(family, base, data, config)
+    first.fit(3)
+    path = str(tmp_path / "ck.pt")
+    first.save(path)
+    torch.manual_seed(1234)  # the resumed run must not depend on the caller's RNG
+    resumed = Trainer(family, base, data, config)
+    resumed.resume(path)
+    resumed.fit(3)
+    assert resumed.step_count == 6
+    assert all(torch.equal(a, b) for a, b in zip(_params(straight), _params(resumed)))
+
+
+def test_resume_rejects_a_different_config(setup, tmp_path):
+    family, base, data = setup
+    t = Trainer(family, base, data, TrainConfig(**TINY))
+    path = str(tmp_path / "ck.pt")
+    t.save(path)
+    other = Trainer(family, base, data, TrainConfig(**{**TINY, "noise": 0.5}))
+    with pytest.raises(ConfigError, match="noise"):
+        other.resume(path)
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / "ck.pt")
+    checkpoint.save({"a": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        checkpoint.save({"a": Unpicklable()}, path)
+    assert torch.equal(checkpoint.load(path)["a"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temp file left behind
+
+
+def test_training_lowers_the_loss_and_evaluates_every_width(setup):
+    family, base, data = setup
+    trainer = Trainer(family, base, data, TrainConfig(**{**TINY, "steps": 30, "lr": 3e-3}))
+    rows = trainer.fit()
+    assert rows[-1]["step"] == 30 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    for width in (6, 3, 1):
+        metrics = trainer.evaluate(width, samples=2)
+        assert 0 <= metrics["accuracy"] <= 1 and metrics["nll"] > 0
+    assert trainer.recon_rel_error() > 0
+
+
+def test_prefit_reproduces_the_base_weights(setup):
+    family, base, data = setup
+    trainer = Trainer(family, base, data, TrainConfig(**{**TINY, "hidden_dim": 64, "num_freqs": 3}))
+    before = trainer.recon_rel_error()
+    trainer.prefit(200)
+    assert trainer.recon_rel_error() < 0.5 * before
+
+
+def test_reconstruction_modes():
+    gt = {"w": torch.tensor([0.01, -0.02, 0.03]), "g": torch.tensor([1.0, 2.0, 1.5])}
+    gen = {k: v * 1.1 for k, v in gt.items()}
+    norm = reconstruction(gen, gt, "normalised")
+    # normalised: every tensor counts by its relative error, whatever its scale
+    expected = sum(float(((v * 0.1) ** 2).mean() / v.var(unbiased=False)) for v in gt.values()) / 2
+    assert abs(float(norm) - expected) < 1e-6
+    assert float(reconstruction(gen, gt, "reference")) < float(norm)
+    assert abs(relative_error(gen, gt) - 0.1) < 1e-6
+    with pytest.raises(ValueError, match="unknown recon mode"):
+        reconstruction(gen, gt, "l1")
+
+
+def test_config_typos_and_ranges():
+    with pytest.raises(ConfigError, match=r"unknown config keys \['stepz'\]"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ConfigError, match="noise_mode"):
+        TrainConfig(noise_mode="all")
+    with pytest.raises(ConfigError, match="ratio"):
+        TrainConfig(ratio=0)
+
+
+def test_family_widths_and_morph():
+    family = named_family("convnet", full_width=8)
+    assert family.morph == ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias",
+                            "conv3.weight", "bn3.weight", "bn3.bias", "head.weight"]
+    assert family.layout(4).names == family.morph
+    with pytest.raises(WidthError, match="got 9"):
+        family.layout(9)
+    custom = Family(lambda w: torch.nn.Sequential(torch.nn.Linear(3, w), torch.nn.Linear(w, 2)), widths=range(2, 5))
+    assert custom.morph == ["0.weight", "0.bias", "1.weight"] and custom.full_width == 4
+    with pytest.raises(ValueError, match="unknown model"):
+        named_family("vgg", full_width=4)
+
+
+def test_l1_pruning_keeps_the_largest_filters(setup):
+    family, base, data = setup
+    pruned = prune_l1(base, family, 3, data.x_train[:2])
+    keep = base.conv1.weight.detach().abs().flatten(1).sum(1).topk(3).indices.sort().values
+    assert torch.equal(pruned.conv1.weight, base.conv1.weight[keep])
+    assert pruned.conv2.weight.shape == (3, 3, 3, 3)
+    recalibrate_bn(pruned, data.x_train, batches=2)
+    assert 0 <= evaluate(pruned, data, Classification)["accuracy"] <= 1
+
+
+def test_shuffled_channels_compute_the_same_function(setup):
+    family, base, data = setup
+    shuffled = shuffle_channels(copy.deepcopy(base), data.x_train[:2], seed=1)
+    assert not torch.equal(shuffled.conv1.weight, base.conv1.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(shuffled.eval()(data.x_test), base.eval()(data.x_test), rtol=1e-5, atol=1e-5)
+
+
+def test_vae_family_trains():
+    torch.manual_seed(0)
+    data = D.synthetic(n_train=32, n_test=16)
+    data.x_train, data.x_test = data.x_train.sigmoid(), data.x_test.sigmoid()
+    family = named_family("vae", full_width=4)
+    base = train_model(family.build(4), data, VAE, steps=3, seed=0)
+    trainer = Trainer(family, base, data, TrainConfig(**TINY), VAE)
+    trainer.fit()
+    assert evaluate(trainer.model(2), data, VAE)["mse"] > 0
