@@ -18,11 +18,20 @@ def normalise(coords: torch.Tensor, norm: float) -> torch.Tensor:
     number into multiplication by its reciprocal, which is not the same float for norm = 48.
     """
     x = coords / torch.tensor(norm, dtype=coords.dtype, device=coords.device)
-    return torch.cat([x[:, :3] / x[:, 3:], x[:, 3:]], dim=1)
+    x[:, :3] /= x[:, 3:]
+    return x
 
 
 def fourier_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """[x, sin(f_0 x_0), cos(f_0 x_0), sin(f_0 x_1), ...]: frequency outer, input dim inner, sin then cos."""
-    angles = x.unsqueeze(1) * freqs.view(1, -1, 1)  # [n, F, 6]
-    waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)  # [n, F, 6, 2]
-    return torch.cat([x, waves.flatten(1)], dim=1)
+    """[x, sin(f_0 x_0), cos(f_0 x_0), sin(f_0 x_1), ...]: frequency outer, input dim inner, sin then cos.
+
+    Written straight into one buffer (coordinates are constants: no autograd through x).
+    """
+    n, d = x.shape
+    out = torch.empty(n, d * (1 + 2 * freqs.numel()), dtype=x.dtype, device=x.device)
+    out[:, :d] = x
+    angles = x.unsqueeze(1) * freqs.view(1, -1, 1)  # [n, F, d]
+    waves = out[:, d:].view(n, freqs.numel(), d, 2)
+    torch.sin(angles, out=waves[..., 0])
+    torch.cos(angles, out=waves[..., 1])
+    return out
