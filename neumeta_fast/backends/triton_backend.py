@@ -27,6 +27,13 @@ NAME = "triton"
 _PRECISION = {torch.float32: "ieee", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
+def _precision(req: Request) -> str:
+    """float32 uses TF32 tensor cores only where the user allowed it for torch's own CUDA matmuls."""
+    if req.dtype == torch.float32 and req.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return _PRECISION[req.dtype]
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         # compiled kernels need a GPU; interpreted ones also take CUDA tensors (slowly)
@@ -153,7 +160,7 @@ def _check_routing(layout: Layout, coords: torch.Tensor, noise: torch.Tensor) ->
 
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR's parameters."""
-    precision = _PRECISION[req.dtype]
+    precision = _precision(req)
     cfg = launch.config(inr.output_dim, precision)
     segs, tiles = _plan(layout, inr.output_dim, req.device, cfg.block_m)
     coords = layout.coordinates(req.device)
