@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from neumeta_fast.encoding import fourier_features, normalise
+from neumeta_fast.encoding import fourier_features, norm_tensor, normalise
 
 
 def _row_grads(grad_flat: torch.Tensor, segs: list[list[int]], num_rows: int, out_dim: int) -> torch.Tensor:
@@ -66,6 +66,7 @@ def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], seg
     hidden, out_dim, blocks = weights[0].shape[1], weights[5].shape[1], weights[2].shape[1]
     g_out = _row_grads(grad_flat.float(), segs, num_rows, out_dim)
     step = _chunk_rows(hidden, blocks, coords.device)
+    norm_t = norm_tensor(norm, coords.device)
     for k in range(samples):
         c = coords if noise is None else coords + noise[k]
         g = g_out / c[:, 5:6]  # forward: out / B column
@@ -78,7 +79,7 @@ def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], seg
         for m, count in enumerate(counts):
             for lo in range(start, start + count, step):
                 idx = order[lo:min(lo + step, start + count)]
-                pe = fourier_features(normalise(c[idx], norm), freqs)
+                pe = fourier_features(normalise(c[idx], norm_t), freqs)
                 _mlp_backward(pe, g[idx], m, weights, grads)
             start += count
     return grads

@@ -11,15 +11,20 @@ def frequencies(freq_low: int, freq_high: int, device: torch.device) -> torch.Te
     return torch.tensor([2.0 ** k * math.pi for k in range(freq_low, freq_high)], dtype=torch.float32, device=device)
 
 
-def normalise(coords: torch.Tensor, norm: float) -> torch.Tensor:
+def normalise(coords: torch.Tensor, norm: float | torch.Tensor) -> torch.Tensor:
     """x = c / norm, then x[:, :3] /= x[:, 3:] (this order: it differs in the last bit from c[:, :3] / c[:, 3:]).
 
     `norm` is divided as a tensor on the coordinates' device: CUDA turns division by a Python
     number into multiplication by its reciprocal, which is not the same float for norm = 48.
+    Hot loops pass it once as `norm_tensor(...)` instead of a float (one host-to-device copy).
     """
-    x = coords / torch.tensor(norm, dtype=coords.dtype, device=coords.device)
+    x = coords / (norm if isinstance(norm, torch.Tensor) else norm_tensor(norm, coords.device))
     x[:, :3] /= x[:, 3:]
     return x
+
+
+def norm_tensor(norm: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(norm, dtype=torch.float32, device=device)
 
 
 def fourier_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,8 @@ class Layout:
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names must be unique, got {names}")
         indices = list(range(len(entries))) if indices is None else [int(i) for i in indices]
+        if len(indices) != len(entries):
+            raise ValueError(f"got {len(indices)} tensor indices for {len(entries)} tensors")
         self.num_tensors = len(entries) if num_tensors is None else int(num_tensors)
         if any(not 0 <= i < self.num_tensors for i in indices):
             raise ValueError(f"tensor indices {indices} must lie in [0, {self.num_tensors})")
@@ -138,9 +140,6 @@ class Layout:
 
     def __repr__(self) -> str:
         return f"Layout({len(self)} tensors, {self.num_rows} coordinates, {self.numel} elements)"
-
-    def max_kernel_numel(self) -> int:
-        return max(s.kernel_numel for s in self.segments)
 
     def check_output_dim(self, output_dim: int) -> None:
         for s in self.segments:

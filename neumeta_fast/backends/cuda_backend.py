@@ -167,7 +167,8 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
         raise RuntimeError(f"backend 'cuda' cannot run on {req.device}: {reason}")
     if req.noise_tensor is not None and req.noise_mode == "reference":
         _check_routes(layout, req, inr.num_tensors)
-    seed = req.seed() if any(_noise.noisy_samples(req.samples, req.noise)) else 0
+    philox = req.noise_tensor is None and any(_noise.noisy_samples(req.samples, req.noise))
+    seed = req.seed() if philox else 0
     params = list(inr.parameters())
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return _Generate.apply(inr, layout, req, seed, *params)

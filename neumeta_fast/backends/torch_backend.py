@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..encoding import fourier_features, frequencies, normalise
+from ..encoding import fourier_features, frequencies, norm_tensor, normalise
 from ..inr import INR
 from ..layout import Layout
 from .request import Request
@@ -63,10 +63,11 @@ def _mlp(p: _MLPWeights, pe: torch.Tensor, cols: slice, dtype: torch.dtype, trac
     return out.float() if lowp else out
 
 
-def _evaluate(p: _MLPWeights, c: torch.Tensor, req: Request, freqs: torch.Tensor, cols: slice,
-              track_grad: bool) -> torch.Tensor:
-    """INR outputs (columns `cols`) for raw coordinates c, divided by the B column."""
-    pe = fourier_features(normalise(c, req.norm), freqs)
+def _evaluate(p: _MLPWeights, c: torch.Tensor, req: Request, encoding: tuple[torch.Tensor, torch.Tensor],
+              cols: slice, track_grad: bool) -> torch.Tensor:
+    """INR outputs (columns `cols`) for raw coordinates c, divided by the B column; encoding = (norm, freqs)."""
+    norm, freqs = encoding
+    pe = fourier_features(normalise(c, norm), freqs)
     return _mlp(p, pe, cols, req.dtype, track_grad) / c[:, 5:6]
 
 
@@ -91,7 +92,7 @@ class _FlatSink:
         return torch.cat(self.pieces) if self.track_grad else self.buffer
 
 
-def _sample_exact_index(inr, layout, coords, weights, req, freqs, sink, track_grad):
+def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track_grad):
     """Every row uses its own tensor's MLP (no noise, or channel-only noise)."""
     step = _chunk_rows(inr, req.device)
     for s in layout.segments:
@@ -99,10 +100,10 @@ def _sample_exact_index(inr, layout, coords, weights, req, freqs, sink, track_gr
         cols = slice(cs, cs + s.kernel_numel)
         for r in range(s.row_offset, s.row_offset + s.rows, step):
             c = coords[r:min(r + step, s.row_offset + s.rows)]
-            sink.put(_evaluate(weights[s.index], c, req, freqs, cols, track_grad))
+            sink.put(_evaluate(weights[s.index], c, req, encoding, cols, track_grad))
 
 
-def _sample_routed(inr, layout, coords, weights, req, freqs, sink, track_grad):
+def _sample_routed(inr, layout, coords, weights, req, encoding, sink, track_grad):
     """Reference-mode noise: the MLP is int(noisy column 0), so rows are grouped by one stable sort."""
     mlp_index = coords[:, 0].to(torch.int64)  # truncation toward zero, as the reference's int()
     lo, hi = int(mlp_index.min()), int(mlp_index.max())
@@ -116,7 +117,7 @@ def _sample_routed(inr, layout, coords, weights, req, freqs, sink, track_grad):
     outs, start = [], 0
     for m, count in enumerate(counts):
         for r in range(start, start + count, step):
-            outs.append(_evaluate(weights[m], grouped[r:min(r + step, start + count)], req, freqs, full, track_grad))
+            outs.append(_evaluate(weights[m], grouped[r:min(r + step, start + count)], req, encoding, full, track_grad))
         start += count
     y_grouped = torch.cat(outs)
     y = torch.empty_like(y_grouped).index_copy(0, order, y_grouped)
@@ -129,7 +130,7 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
     track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
     coords = layout.coordinates(req.device)
-    freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
+    encoding = (norm_tensor(req.norm, req.device), frequencies(inr.freq_low, inr.freq_high, req.device))
     weights = _weights(inr, req.dtype)
     total = None
     for k in range(req.samples):
@@ -137,9 +138,9 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
         sink = _FlatSink(layout.numel, req.device, track_grad)
         if noise is None or req.noise_mode == "channels":
             c = coords if noise is None else coords + noise
-            _sample_exact_index(inr, layout, c, weights, req, freqs, sink, track_grad)
+            _sample_exact_index(inr, layout, c, weights, req, encoding, sink, track_grad)
         else:
-            _sample_routed(inr, layout, coords + noise, weights, req, freqs, sink, track_grad)
+            _sample_routed(inr, layout, coords + noise, weights, req, encoding, sink, track_grad)
         flat = sink.result()
         if total is None:
             total = flat

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .. import noise as _noise
 from ..encoding import frequencies
 from ..inr import INR
 from ..kernels import launch
@@ -124,11 +125,8 @@ def _(grad, w0, b0, wr, br, sc, wo, bo, segs, freqs, coords, noise, norm, sample
 
 def _mode_restricted(noise: torch.Tensor, mode: str) -> torch.Tensor:
     """An explicit noise tensor as the forward applies it (channels mode: columns 1 and 2 only)."""
-    if mode == "reference":
-        return noise
-    kept = torch.zeros_like(noise)
-    kept[..., 1:3] = noise[..., 1:3]
-    return kept
+    mask = _noise.mode_mask(mode, noise.device)
+    return noise if mask is None else noise * mask
 
 
 def _setup_context(ctx, inputs, output):
