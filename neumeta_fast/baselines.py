@@ -51,8 +51,10 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_si
 def train_model(model: nn.Module, data: Dataset, task, *, steps: int, batch_size: int = 64, lr: float = 3e-3,
                 seed: int = 0) -> nn.Module:
     """Plain supervised training (AdamW, cosine schedule): the base model and the individual baselines."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
     stream = BatchStream(len(data.y_train), batch_size, seed)
     model.train()
     with torch.random.fork_rng(devices=[]):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 
 import torch
@@ -27,4 +28,8 @@ def save(obj: dict, path: str) -> None:
 def load(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # a pickled module, or not a checkpoint
+        raise ValueError(f"{path!r} is not a checkpoint of plain tensors (state_dict; loaded with weights_only=True): "
+                         f"{str(exc).splitlines()[0]}") from exc

@@ -25,7 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("noise_mode", args.noise_mode), ("recon", args.recon),
                                    ("prefit_steps", args.prefit_steps), ("steps", args.steps)) if v is not None}
     trainer = replace(config.trainer, **overrides)
-    config = replace(config, trainer=trainer, seeds=args.seeds or config.seeds)
+    config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds)
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
     if args.jobs < 1:

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: gloo on CPU, nccl on GPU.
+"""Data-parallel training under torchrun, over gloo (the trainer keeps its tensors on the CPU).
 
 The trainer's model is an INR that `generate` reads parameter by parameter, so instead of
 wrapping it in DistributedDataParallel the gradients are averaged explicitly after backward
@@ -17,7 +17,7 @@ def init_from_env() -> tuple[int, int]:
     """Join the process group torchrun describes (WORLD_SIZE > 1); returns (rank, world size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
     return rank_and_world()
 
 

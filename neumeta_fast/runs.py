@@ -47,7 +47,10 @@ class RunConfig:
             raw = fh.read()
         try:
             if path.endswith(".toml"):
-                import tomllib
+                try:
+                    import tomllib
+                except ImportError:  # Python < 3.11
+                    raise ConfigError(f"config file {path!r}: TOML configs need Python >= 3.11; use JSON") from None
                 values = tomllib.loads(raw.decode())
             else:
                 values = json.loads(raw)
@@ -101,10 +104,10 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
         base.load_state_dict(resume["base"])
     else:
         if run.base_checkpoint is not None:
-            state = torch.load(run.base_checkpoint, map_location="cpu", weights_only=True)
             try:
+                state = _ckpt.load(run.base_checkpoint)
                 base.load_state_dict(state)
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError, AttributeError) as exc:
                 raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
                                   f"{run.full_width}: {str(exc).splitlines()[0]}") from exc
         else:

@@ -74,6 +74,7 @@ class TrainConfig:
         checks = [
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.widths is None or len(self.widths) > 0, "widths must be None (a range) or a non-empty list"),
             (0 < self.min_fraction <= 1, f"min_fraction must be in (0, 1], got {self.min_fraction}"),
             (self.lr > 0 and self.prefit_lr > 0, f"lr and prefit_lr must be > 0, got {self.lr}, {self.prefit_lr}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
@@ -121,6 +122,9 @@ class Trainer:
         self.progress = progress
         self.rank, self.world = _dist.rank_and_world()
         base_state = base.state_dict()
+        unknown = [n for n in family.morph if n not in base_state]
+        if unknown:
+            raise ConfigError(f"family.morph names {unknown} that the base model does not have")
         self.target = {n: base_state[n].detach().clone() for n in family.morph}
         self.base_state = {n: t.detach().clone() for n, t in base_state.items()}
         with torch.random.fork_rng(devices=[]):

@@ -149,3 +149,26 @@ def test_vae_family_trains():
     trainer = Trainer(family, base, data, TrainConfig(**TINY), VAE)
     trainer.fit()
     assert evaluate(trainer.model(2), data, VAE)["mse"] > 0
+
+
+def test_bad_trainer_inputs_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="widths"):
+        TrainConfig(widths=[])
+    data = D.synthetic(n_train=32, n_test=16, shape=(1, 8, 8), num_classes=4)
+    family = named_family("convnet", full_width=8, num_classes=4, in_channels=1)
+    wrong = Family(family.build_fn, widths=family.widths, morph=["nope.weight"])
+    with pytest.raises(ConfigError, match="nope.weight"):
+        Trainer(wrong, family.build(8), data, TrainConfig(steps=1, prefit_steps=0))
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        train_model(family.build(8), data, Classification, steps=-1)
+
+
+@pytest.mark.parametrize("content", ["garbage", "module"])
+def test_checkpoint_load_rejects_what_is_not_a_state_dict(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        torch.save(torch.nn.Linear(2, 2), path)  # a pickled module: refused by weights_only loading
+    with pytest.raises(ValueError, match="not a checkpoint of plain tensors"):
+        checkpoint.load(str(path))
