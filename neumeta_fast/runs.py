@@ -99,6 +99,8 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
     rank, _ = _dist.init_from_env()
     ckpt_path = os.path.join(run.out, "checkpoint.pt")
     resume = _ckpt.load(ckpt_path) if os.path.isfile(ckpt_path) else None
+    if resume is not None:
+        _check_same_run(resume.get("run", {}), run, ckpt_path)
     base = family.build(family.full_width)
     if resume is not None:
         base.load_state_dict(resume["base"])
@@ -174,6 +176,19 @@ class _CsvLog:
     def __exit__(self, *exc):
         if self.fh is not None:
             self.fh.close()
+
+
+# Fields a resumed run may change: where it writes, how often, and what it evaluates at the end.
+_RESUMABLE_CHANGES = {"out", "checkpoint_every", "eval_widths"}
+
+
+def _check_same_run(saved: dict, run: RunConfig, path: str) -> None:
+    """Resuming under another model, data or trainer config would silently mix two runs: refuse."""
+    current = dataclasses.asdict(run)
+    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        raise ConfigError(f"{path!r} was written by a run with other {changed}: use another `out` folder "
+                          "or the original config")
 
 
 def _write_json(obj: dict, path: str) -> None:

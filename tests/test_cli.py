@@ -62,6 +62,10 @@ def test_train_resume_and_sample(tmp_path, capsys):
                  str(tmp_path / "w7.pt")]) == 2
     assert not os.path.exists(tmp_path / "w7.pt")
     assert "builds widths 1..4 (4 values), got 7" in capsys.readouterr().err
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(["train", "--config", _config(tmp_path, full_width=3), "--no-progress"]) == 2  # not the same run
+    assert "other ['full_width']" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
 
 
 def test_demo_writes_results_and_plot(tmp_path):
