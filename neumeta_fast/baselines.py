@@ -13,13 +13,14 @@ from .models.family import Family
 
 
 def evaluate(model: nn.Module, data: Dataset, task, batch_size: int = 512) -> dict[str, float]:
-    """Task metrics on the test split (eval mode), averaged over examples."""
+    """Task metrics on the test split (eval mode, on the model's device), averaged over examples."""
     model.eval()
+    device = _device(model)
     totals: dict[str, float] = {}
     n = len(data.y_test)
     with torch.no_grad():
         for s in range(0, n, batch_size):
-            x, y = data.x_test[s:s + batch_size], data.y_test[s:s + batch_size]
+            x, y = data.x_test[s:s + batch_size].to(device), data.y_test[s:s + batch_size].to(device)
             for k, v in task.metrics(model(x), x, y).items():
                 totals[k] = totals.get(k, 0.0) + v * len(y)
     return {k: v / n for k, v in totals.items()}
@@ -30,7 +31,8 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 128, seed: int = 0) -> nn.Module:
-    """Re-estimate every BatchNorm's running statistics on `batches` training batches (cumulative mean)."""
+    """Re-estimate every BatchNorm's running statistics on `batches` training batches (cumulative mean),
+    on the model's device."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model.eval()
@@ -42,10 +44,14 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_si
     model.train()
     with torch.no_grad():
         for _ in range(batches):
-            model(x[stream.next()])
+            model(x[stream.next()].to(_device(model)))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     return model.eval()
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def train_model(model: nn.Module, data: Dataset, task, *, steps: int, batch_size: int = 64, lr: float = 3e-3,

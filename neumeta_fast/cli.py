@@ -17,13 +17,15 @@ from .models.family import WidthError
 from .trainer import ConfigError
 
 USAGE_ERRORS = (ConfigError, DataError, WidthError, FileNotFoundError)
+_DEVICE_HELP = "trainer device: cpu (default), cuda, cuda:N or auto (cuda when available)"
 
 
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
     config = demo.quick_config(args.task) if args.quick else demo.DemoConfig(task=args.task)
     overrides = {k: v for k, v in (("noise_mode", args.noise_mode), ("recon", args.recon),
-                                   ("prefit_steps", args.prefit_steps), ("steps", args.steps)) if v is not None}
+                                   ("prefit_steps", args.prefit_steps), ("steps", args.steps),
+                                   ("device", args.device)) if v is not None}
     trainer = replace(config.trainer, **overrides)
     config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds)
     if config.seeds < 1:
@@ -40,6 +42,8 @@ def _train(args: argparse.Namespace) -> int:
     run = runs.RunConfig.from_file(args.config)
     if args.out:
         run = replace(run, out=args.out)
+    if args.device:
+        run = replace(run, trainer={**run.trainer, "device": args.device})
     runs.train(run, progress=not args.no_progress)
     return 0
 
@@ -68,12 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--prefit-steps", type=int, default=None)
     demo.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                       help="worker processes (default: up to 2; each seed is two jobs)")
+    demo.add_argument("--device", default=None, help=_DEVICE_HELP)
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="train a NeuMeta INR from a JSON/TOML config (resumes from out/checkpoint.pt)")
     train.add_argument("--config", required=True)
     train.add_argument("--out", default=None, help="overrides the config's out")
+    train.add_argument("--device", default=None, help=_DEVICE_HELP + "; overrides the config's trainer.device")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 

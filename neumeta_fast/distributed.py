@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun, over gloo (the trainer keeps its tensors on the CPU).
+"""Data-parallel training under torchrun: nccl when the trainer runs on CUDA, gloo on the CPU.
 
 The trainer's model is an INR that `generate` reads parameter by parameter, so instead of
 wrapping it in DistributedDataParallel the gradients are averaged explicitly after backward
@@ -13,11 +13,16 @@ import torch.distributed as dist
 from torch import nn
 
 
-def init_from_env() -> tuple[int, int]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); returns (rank, world size)."""
+def init_from_env(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1) with the backend for the trainer's
+    `device`; on CUDA without an index each rank takes the GPU of its LOCAL_RANK. Returns (rank, world size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     return rank_and_world()
 
 

@@ -21,7 +21,7 @@ from .baselines import train_model
 from .models.family import named_family
 from .objective import task as _task
 from .smoothing import smooth
-from .trainer import ConfigError, TrainConfig, Trainer
+from .trainer import ConfigError, TrainConfig, Trainer, resolve_device
 
 
 @dataclass
@@ -96,11 +96,11 @@ def _prepare(run: RunConfig):
 def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
     """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out."""
     task, family, config, widths, data = _prepare(run)
-    rank, _ = _dist.init_from_env()
+    rank, _ = _dist.init_from_env(resolve_device(config.device))
     ckpt_path = os.path.join(run.out, "checkpoint.pt")
     resume = _ckpt.load(ckpt_path) if os.path.isfile(ckpt_path) else None
     if resume is not None:
-        _check_same_run(resume.get("run", {}), run, ckpt_path)
+        _check_same_run(dict(resume.get("run", {})), run, ckpt_path)
     base = family.build(family.full_width)
     if resume is not None:
         base.load_state_dict(resume["base"])
@@ -144,7 +144,7 @@ def sample(checkpoint: str, width: int, out: str, samples: int | None = None) ->
     task = _task(run.task)
     family = _family(run)
     family.check_width(width)
-    config = TrainConfig.from_dict(state["config"])
+    config = TrainConfig.from_dict({**state["config"], "device": "cpu"})  # the written state_dict is a CPU one
     data = _data.load(run.dataset, root=run.data_root, train_size=run.train_size, seed=config.seed)
     base = family.build(family.full_width)
     base.load_state_dict(state["base"])
@@ -178,13 +178,16 @@ class _CsvLog:
             self.fh.close()
 
 
-# Fields a resumed run may change: where it writes, how often, and what it evaluates at the end.
+# Fields a resumed run may change: where it writes, how often, and what it evaluates at the end
+# (and trainer.device: checkpoints load on the CPU and resume onto any device).
 _RESUMABLE_CHANGES = {"out", "checkpoint_every", "eval_widths"}
 
 
 def _check_same_run(saved: dict, run: RunConfig, path: str) -> None:
     """Resuming under another model, data or trainer config would silently mix two runs: refuse."""
     current = dataclasses.asdict(run)
+    for values in (saved, current):
+        values["trainer"] = {k: v for k, v in values.get("trainer", {}).items() if k != "device"}
     changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         raise ConfigError(f"{path!r} was written by a run with other {changed}: use another `out` folder "

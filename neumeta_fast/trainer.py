@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +70,7 @@ class TrainConfig:
     bn_batches: int = 8  # batches for BatchNorm recalibration per generated width
     seed: int = 0
     backend: str = "auto"
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available); random choices stay on the CPU
 
     def __post_init__(self):
         checks = [
@@ -89,6 +91,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        resolve_device(self.device)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -111,6 +114,22 @@ class TrainConfig:
         return [w for w in family.widths if w >= low]
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device `name` asks for; ConfigError for other names or when CUDA is asked for but missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or re.fullmatch(r"cpu|cuda(:\d+)?", name) is None:
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {name!r}")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but CUDA is not available here "
+                              "(torch.cuda.is_available() is False); use device 'cpu' or 'auto'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
 class Trainer:
     """Trains an INR for `family` against the (smoothed) full-width `base` model on `data`."""
 
@@ -121,18 +140,20 @@ class Trainer:
         self.widths = config.training_widths(family)
         self.progress = progress
         self.rank, self.world = _dist.rank_and_world()
+        self.device = device = resolve_device(config.device)
         base_state = base.state_dict()
         unknown = [n for n in family.morph if n not in base_state]
         if unknown:
             raise ConfigError(f"family.morph names {unknown} that the base model does not have")
-        self.target = {n: base_state[n].detach().clone() for n in family.morph}
-        self.base_state = {n: t.detach().clone() for n, t in base_state.items()}
+        self.target = {n: base_state[n].detach().to(device, copy=True) for n in family.morph}
+        self.base_state = {n: t.detach().to(device, copy=True) for n, t in base_state.items()}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.inr = INR(len(family.morph), hidden_dim=config.hidden_dim, num_layers=config.num_layers,
                            num_freqs=config.num_freqs)
             if config.mean_init:
                 self._init_output_bias()
+        self.inr.to(device)  # initialised on the CPU: the same start on every device
         self.ema = copy.deepcopy(self.inr).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.inr.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = _schedule(self.optimizer, config.steps, config.warmup_steps, config.schedule)
@@ -155,7 +176,7 @@ class Trainer:
     def _module(self, width: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         """The cached module of `width` and its non-generated tensors (base parameters + own buffers)."""
         if width not in self._modules:
-            module = self.family.build(width).train()
+            module = self.family.build(width).to(self.device).train()
             fixed = {}
             for name, p in module.named_parameters():
                 if name in self.target:
@@ -203,10 +224,10 @@ class Trainer:
             with torch.no_grad():
                 tensors.update(self._generate(self.inr, frozen, 0.0))
         idx = self.stream.next()[self.rank::self.world]
-        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        x, y = self.data.x_train[idx].to(self.device), self.data.y_train[idx].to(self.device)
         task_loss = self.task.loss(functional_call(module, tensors, (x,)), x, y)
         loss = c.ce_weight * task_loss + c.reg_weight * weight_norm_penalty(weights)
-        recon = torch.zeros(())
+        recon = torch.zeros((), device=self.device)
         if width == self.family.full_width and c.recon_weight > 0:
             recon = reconstruction(weights, self.target, c.recon)
             loss = loss + c.recon_weight * recon
@@ -268,8 +289,8 @@ class Trainer:
                 samples=samples, noise_mode=c.noise_mode, generator=gen, backend=c.backend).items()}
 
     def model(self, width: int, *, samples: int | None = None, ema: bool = True) -> nn.Module:
-        """A standalone module of `width` with generated weights and recalibrated BatchNorm statistics."""
-        module = self.family.build(width)
+        """A standalone module of `width` on the trainer's device, generated weights, recalibrated BatchNorm."""
+        module = self.family.build(width).to(self.device)
         _, fixed = self._module(width)
         state = module.state_dict()
         state.update({n: t for n, t in fixed.items() if n in self.base_state and n not in dict(module.named_buffers())})
@@ -302,7 +323,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         saved = dict(state["config"])
         mine = self.config.to_dict()
-        differs = sorted(k for k in mine if k != "steps" and saved.get(k) != mine[k])
+        differs = sorted(k for k in mine if k not in _RESUMABLE_CHANGES and saved.get(k) != mine[k])
         if differs:
             raise ConfigError(f"checkpoint was trained with a different config: {differs} differ "
                               f"(e.g. {differs[0]}: checkpoint {saved.get(differs[0])!r}, now {mine[differs[0]]!r})")
@@ -323,6 +344,10 @@ class Trainer:
 
     def resume(self, path: str) -> None:
         self.load_state_dict(_ckpt.load(path))
+
+
+# Config keys a resumed run may change: a longer schedule, another device (checkpoints load onto the CPU).
+_RESUMABLE_CHANGES = {"steps", "device"}
 
 
 def _schedule(optimizer, steps: int, warmup: int, kind: str):

@@ -38,6 +38,16 @@ def test_train_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, values, me
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_device_cuda_without_cuda_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--config", _config(tmp_path), "--device", "cuda"]) == 2
+    assert main(["train", "--config", _config(tmp_path, trainer={**TINY_TRAINER, "device": "cuda"})]) == 2
+    assert main(["demo", "--quick", "--device", "cuda", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all("CUDA is not available" in line for line in err)
+    assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "demo")
+
+
 def test_missing_and_malformed_config_files(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "none.json")]) == 2
     bad = tmp_path / "bad.json"
@@ -52,7 +62,7 @@ def test_train_resume_and_sample(tmp_path, capsys):
     out = tmp_path / "run"
     assert {"checkpoint.pt", "log.csv", "metrics.json"} <= set(os.listdir(out))
     assert len((out / "log.csv").read_text().splitlines()) == 1 + TINY_TRAINER["steps"]
-    assert main(["train", "--config", config, "--no-progress"]) == 0  # resumes: nothing left to train
+    assert main(["train", "--config", config, "--no-progress", "--device", "auto"]) == 0  # resumes: nothing left
     assert "resumed" in capsys.readouterr().out
     target = tmp_path / "w2.pt"
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--width", "2", "--out", str(target)]) == 0

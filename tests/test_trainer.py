@@ -9,7 +9,7 @@ from neumeta_fast import checkpoint, data as D
 from neumeta_fast.baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, train_model
 from neumeta_fast.models.family import Family, WidthError, named_family
 from neumeta_fast.objective import Classification, VAE, reconstruction, relative_error
-from neumeta_fast.trainer import ConfigError, TrainConfig, Trainer
+from neumeta_fast.trainer import ConfigError, TrainConfig, Trainer, resolve_device
 
 TINY = dict(steps=6, batch_size=16, hidden_dim=16, num_layers=2, num_freqs=2, bn_batches=2, prefit_steps=0)
 
@@ -52,6 +52,48 @@ def test_resume_rejects_a_different_config(setup, tmp_path):
     other = Trainer(family, base, data, TrainConfig(**{**TINY, "noise": 0.5}))
     with pytest.raises(ConfigError, match="noise"):
         other.resume(path)
+
+
+def test_device_names_and_missing_cuda(monkeypatch):
+    assert TrainConfig().device == "cpu"
+    for bad in ("gpu", "cuda:x", "mps", ""):
+        with pytest.raises(ConfigError, match="device must be"):
+            TrainConfig(device=bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            TrainConfig(device=name)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_resume_may_change_the_device(setup, tmp_path):
+    family, base, data = setup
+    t = Trainer(family, base, data, TrainConfig(**TINY, device="auto"))
+    t.fit(2)
+    path = str(tmp_path / "ck.pt")
+    t.save(path)
+    resumed = Trainer(family, base, data, TrainConfig(**TINY))
+    resumed.resume(path)
+    assert resumed.step_count == 2 and resumed.device == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_resumes_on_the_cpu(setup, tmp_path):
+    family, base, data = setup
+    # The torch backend draws its noise from the CPU generator, as on the CPU (philox backends draw a seed).
+    config = TrainConfig(**{**TINY, "prefit_steps": 1}, ratio=0.5, noise=1.0, backend="torch", device="cuda")
+    gpu = Trainer(family, base, data, config)
+    rows = gpu.fit(2)
+    assert all(p.is_cuda for p in list(gpu.inr.parameters()) + list(gpu.ema.parameters()))
+    cpu_rows = Trainer(family, base, data, TrainConfig(**{**config.to_dict(), "device": "cpu"})).fit(2)
+    assert [r["width"] for r in rows] == [r["width"] for r in cpu_rows]  # random choices come from the CPU
+    assert 0 <= gpu.evaluate(4)["accuracy"] <= 1
+    path = str(tmp_path / "ck.pt")
+    gpu.save(path)
+    resumed = Trainer(family, base, data, TrainConfig(**{**config.to_dict(), "device": "cpu"}))
+    resumed.resume(path)
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(_params(gpu), _params(resumed)))
+    assert resumed.fit(1)[0]["step"] == 3
 
 
 def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
