@@ -21,6 +21,11 @@ from torch import nn
 Include = Union[None, str, Iterable[str], Callable[[str, torch.Tensor], bool]]
 
 
+def centre_start(kernel_numel: int, output_dim: int) -> int:
+    """First of the `kernel_numel` centre outputs of a conv kernel (a 1x1 conv takes output 4 of 9)."""
+    return output_dim // 2 - kernel_numel // 2 if kernel_numel < output_dim else 0
+
+
 @dataclass(frozen=True)
 class Segment:
     """One target tensor's block of coordinates and of the flat output buffer."""
@@ -40,9 +45,7 @@ class Segment:
 
     def col_start(self, output_dim: int) -> int:
         """First INR output used: the centre slice for kernels smaller than output_dim."""
-        if self.kernel_numel < output_dim and len(self.shape) == 4:
-            return output_dim // 2 - self.kernel_numel // 2
-        return 0
+        return centre_start(self.kernel_numel, output_dim) if len(self.shape) == 4 else 0
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:

@@ -189,10 +189,12 @@ class Trainer:
             self._modules[width] = (module, fixed)
         return self._modules[width]
 
-    def _generate(self, inr: INR, layout: Layout, noise: float, samples: int = 1) -> dict[str, torch.Tensor]:
+    def _generate(self, inr: INR, layout: Layout, noise: float, samples: int = 1,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The trainer's generate(): its norm, noise mode and backend; the training stream unless told otherwise."""
         c = self.config
         return generate(inr, layout, norm=c.norm, noise=noise, samples=samples, noise_mode=c.noise_mode,
-                        generator=self.rng, backend=c.backend)
+                        generator=self.rng if generator is None else generator, backend=c.backend)
 
     # -- training -----------------------------------------------------------
     def prefit(self, steps: int) -> float:
@@ -283,10 +285,9 @@ class Trainer:
         inr = self.ema if ema else self.inr
         with torch.no_grad():
             gen = torch.Generator().manual_seed(self.config.seed + 12345)  # evaluation noise: fixed, not the training stream
-            c = self.config
-            return {n: w.clone() for n, w in generate(
-                inr, self.family.layout(width), norm=c.norm, noise=c.noise if samples > 1 else 0.0,
-                samples=samples, noise_mode=c.noise_mode, generator=gen, backend=c.backend).items()}
+            noise = self.config.noise if samples > 1 else 0.0
+            return {n: w.clone() for n, w in self._generate(inr, self.family.layout(width), noise, samples,
+                                                             generator=gen).items()}
 
     def model(self, width: int, *, samples: int | None = None, ema: bool = True) -> nn.Module:
         """A standalone module of `width` on the trainer's device, generated weights, recalibrated BatchNorm."""

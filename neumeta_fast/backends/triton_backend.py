@@ -146,7 +146,7 @@ _generate_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # -- backend entry point -----------------------------------------------------------------------------
-def _check_routing(layout: Layout, coords: torch.Tensor, noise: torch.Tensor) -> None:
+def _check_routing(coords: torch.Tensor, noise: torch.Tensor) -> None:
     """Reference-mode explicit noise: the kernel evaluates a row with its own or the previous MLP only."""
     own = coords[:, 0].to(torch.int64)
     routed = (coords[:, 0] + noise[..., 0]).to(torch.int64)
@@ -163,7 +163,7 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     segs, tiles = _plan(layout, inr.output_dim, req.device, cfg.block_m)
     coords = layout.coordinates(req.device)
     if req.noise_tensor is not None and req.noise_mode == "reference":
-        _check_routing(layout, coords, req.noise_tensor)
+        _check_routing(coords, req.noise_tensor)
     philox = req.noise_tensor is None and req.noise > 0
     freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
     return torch.ops.neumeta_fast.triton_generate(

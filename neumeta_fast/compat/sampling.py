@@ -13,7 +13,7 @@ from torch import nn
 
 from ..generate import generate
 from ..inr import INR
-from ..layout import Layout
+from ..layout import Layout, centre_start
 from ._device import resolve_device
 from .coordinates import layout_indices, learnable_layout, learnable_parameters, params_layout
 
@@ -81,7 +81,7 @@ def _scatter(out: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, target: t
         k = kh * kw
         if k > out.shape[1]:
             raise ValueError(f"kernel {kh}x{kw} needs {k} outputs per coordinate, the hyper-model gives {out.shape[1]}")
-        start = out.shape[1] // 2 - k // 2 if k < out.shape[1] else 0
+        start = centre_start(k, out.shape[1])
         return base.index_put((idx[:, 0], idx[:, 1]), vals[:, start:start + k].reshape(-1, kh, kw))
     if target.dim() == 2:
         return base.index_put((idx[:, 0], idx[:, 1]), vals[:, 0])
