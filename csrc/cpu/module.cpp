@@ -1,11 +1,13 @@
 // Python bindings of neumeta_fast._C (CPU extension, always built).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <torch/extension.h>
 
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
+#include "resmlp.h"
 #include "tsp.h"
 
 namespace py = pybind11;
@@ -48,4 +50,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("tsp_solve", &tsp_solve, py::arg("dist"), py::arg("path"), py::arg("time_limit"), py::arg("seed"),
         "Order of the cities of a symmetric float32/float64 matrix (see neumeta_fast.tsp.solve). "
         "time_limit < 0: run until converged. Releases the GIL.");
+  using neumeta::resmlp::Tail;
+  py::class_<Tail>(m, "ResMLPTail", "The residual blocks and output layer of one ResMLP (contiguous float32 CPU tensors).")
+      .def(py::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<double>, at::Tensor, at::Tensor>(),
+           py::arg("block_weights"), py::arg("block_biases"), py::arg("scalars"), py::arg("wo"), py::arg("bo"));
+  m.def("resmlp_forward", &neumeta::resmlp::forward, py::arg("pe"), py::arg("w0"), py::arg("b0"), py::arg("tail"),
+        "Inference forward of one ResMLP on features pe, bias + ReLU + scaled residual fused into one pass "
+        "per block (no autograd). Releases the GIL.",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("resmlp_forward_separable", &neumeta::resmlp::forward_separable, py::arg("u"), py::arg("v"),
+        py::arg("row_start"), py::arg("rows"), py::arg("tail"),
+        "The same on rows [row_start, row_start + rows) of an A x B tensor whose first-layer pre-activation "
+        "is u[a] + v[b] (see csrc/cpu/resmlp.h). Releases the GIL.",
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import _C
 from ..encoding import fourier_features, frequencies, norm_tensor, normalise
 from ..inr import INR
 from ..layout import Layout
@@ -31,16 +32,28 @@ class _MLPWeights:
     blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     wo: torch.Tensor
     bo: torch.Tensor
+    # Set only for the fused CPU ops (csrc/cpu/resmlp.cpp): blocks + output layer, scalars as floats.
+    tail: "_C.ResMLPTail | None" = None
 
 
-def _weights(inr: INR, dtype: torch.dtype) -> list[_MLPWeights]:
+def _use_fused_cpu(device: torch.device, dtype: torch.dtype, track_grad: bool) -> bool:
+    """The fused C++ ResMLP serves float32 inference on the CPU; autograd and low precision stay eager."""
+    return not track_grad and device.type == "cpu" and dtype == torch.float32
+
+
+def _weights(inr: INR, dtype: torch.dtype, fused: bool) -> list[_MLPWeights]:
     """Per-MLP parameters in the compute dtype (cast once per call, not per chunk)."""
-    cast = (lambda t: t) if dtype == torch.float32 else (lambda t: t.to(dtype))
+    if fused:
+        cast = torch.Tensor.contiguous  # the C++ op reads raw row-major memory
+    else:
+        cast = (lambda t: t) if dtype == torch.float32 else (lambda t: t.to(dtype))
     out = []
     for m in inr.model:
         blocks = [(cast(b.weight), cast(b.bias), s) for b, s in zip(m.residual_blocks, m.scalars)]
-        out.append(_MLPWeights(cast(m.initial_layer.weight), cast(m.initial_layer.bias), blocks,
-                               cast(m.output_layer.weight), cast(m.output_layer.bias)))
+        wo, bo = cast(m.output_layer.weight), cast(m.output_layer.bias)
+        tail = _C.ResMLPTail([w for w, _, _ in blocks], [b for _, b, _ in blocks],
+                             [float(s) for s in m.scalars], wo, bo) if fused else None
+        out.append(_MLPWeights(cast(m.initial_layer.weight), cast(m.initial_layer.bias), blocks, wo, bo, tail))
     return out
 
 
@@ -51,6 +64,8 @@ def _chunk_rows(inr: INR, device: torch.device) -> int:
 
 def _mlp(p: _MLPWeights, pe: torch.Tensor, cols: slice, dtype: torch.dtype, track_grad: bool) -> torch.Tensor:
     """ResMLP on features `pe`, returning output columns `cols` in float32; residual stream in float32."""
+    if p.tail is not None:
+        return _C.resmlp_forward(pe, p.w0, p.b0, p.tail)[:, cols]
     lowp = dtype != torch.float32
     h = F.linear(pe.to(dtype) if lowp else pe, p.w0, p.b0).relu_()
     h = h.float() if lowp else h
@@ -92,15 +107,46 @@ class _FlatSink:
         return torch.cat(self.pieces) if self.track_grad else self.buffer
 
 
-def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track_grad):
+def _feature_dims(inr: INR, device: torch.device) -> torch.Tensor:
+    """The coordinate column (0..5) each Fourier feature column reads: x_j, then (sin, cos) per frequency and j."""
+    dims = torch.arange(6, device=device)
+    return torch.cat([dims, dims.repeat_interleave(2).repeat(inr.num_freqs)])
+
+
+def _separable_first_layer(p: _MLPWeights, seg: torch.Tensor, s, encoding, dims: torch.Tensor):
+    """(u [A, hidden], v [B, hidden]) with W0 pe + b0 = u[a] + v[b] for exact coordinates of segment s.
+
+    Only column 1 (a / A) varies with a and column 2 (b / B) with b; the rest is constant over the
+    tensor, and every feature reads one column. So the first layer needs A + B feature rows, not A * B.
+    """
+    norm, freqs = encoding
+    pe_a = fourier_features(normalise(seg[::s.cols], norm), freqs)  # rows (a, b = 0)
+    pe_b = fourier_features(normalise(seg[:s.cols], norm), freqs)   # rows (a = 0, b)
+    on_a, on_b = dims == 1, dims == 2
+    rest = ~(on_a | on_b)
+    u = pe_a[:, on_a] @ p.w0[:, on_a].T
+    v = pe_b[:, on_b] @ p.w0[:, on_b].T + (p.w0[:, rest] @ pe_a[0, rest] + p.b0)
+    return u.contiguous(), v.contiguous()
+
+
+def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track_grad, exact_coords):
     """Every row uses its own tensor's MLP (no noise, or channel-only noise)."""
     step = _chunk_rows(inr, req.device)
+    separable = exact_coords and weights[0].tail is not None
+    dims = _feature_dims(inr, req.device) if separable else None
     for s in layout.segments:
         cs = s.col_start(inr.output_dim)
         cols = slice(cs, cs + s.kernel_numel)
-        for r in range(s.row_offset, s.row_offset + s.rows, step):
-            c = coords[r:min(r + step, s.row_offset + s.rows)]
-            sink.put(_evaluate(weights[s.index], c, req, encoding, cols, track_grad))
+        p = weights[s.index]
+        seg = coords[s.row_offset:s.row_offset + s.rows]
+        first = _separable_first_layer(p, seg, s, encoding, dims) if separable else None
+        for r in range(0, s.rows, step):
+            c = seg[r:r + step]
+            if first is None:
+                sink.put(_evaluate(p, c, req, encoding, cols, track_grad))
+            else:
+                out = _C.resmlp_forward_separable(*first, r, c.shape[0], p.tail)
+                sink.put(out[:, cols] / c[:, 5:6])
 
 
 def _sample_routed(inr, layout, coords, weights, req, encoding, sink, track_grad):
@@ -131,14 +177,17 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
     coords = layout.coordinates(req.device)
     encoding = (norm_tensor(req.norm, req.device), frequencies(inr.freq_low, inr.freq_high, req.device))
-    weights = _weights(inr, req.dtype)
+    fused = _use_fused_cpu(req.device, req.dtype, track_grad)
+    weights = _weights(inr, req.dtype, fused)
     total = None
     for k in range(req.samples):
         noise = req.sample_noise(k, layout)
+        if fused and noise is not None and not noise.any():
+            noise = None  # e.g. sample 0 of a noise_tensor: the same weights as exact coordinates, bit for bit
         sink = _FlatSink(layout.numel, req.device, track_grad)
         if noise is None or req.noise_mode == "channels":
             c = coords if noise is None else coords + noise
-            _sample_exact_index(inr, layout, c, weights, req, encoding, sink, track_grad)
+            _sample_exact_index(inr, layout, c, weights, req, encoding, sink, track_grad, noise is None)
         else:
             _sample_routed(inr, layout, coords + noise, weights, req, encoding, sink, track_grad)
         flat = sink.result()

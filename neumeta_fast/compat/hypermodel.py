@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backends.torch_backend import _mlp, _weights
+from ..backends.torch_backend import _mlp, _use_fused_cpu, _weights
 from ..encoding import fourier_features, frequencies
 from ..inr import INR, FreqSpec
 
@@ -54,7 +54,7 @@ class NeRF_ResMLP_Compose(INR):
             # the reference would index its MLP list with these: -1 silently picks the last MLP
             raise ValueError(f"layer ids reach [{lo}, {hi}], outside the MLPs [0, {self.num_tensors})")
         track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-        weights = _weights(self, torch.float32)
+        weights = _weights(self, torch.float32, _use_fused_cpu(pe.device, torch.float32, track_grad))
         order = torch.argsort(layer_id, stable=True)
         counts = torch.bincount(layer_id, minlength=self.num_tensors).tolist()
         grouped = pe[order]

@@ -1,0 +1,76 @@
+"""The fused CPU ResMLP (`_C.resmlp_forward`, csrc/cpu/resmlp.cpp) against the eager formula of SPEC 2."""
+import pytest
+import torch
+
+from neumeta_fast import _C
+
+from helpers import random_inr
+
+
+def eager_resmlp(mlp, pe):
+    h = torch.relu(mlp.initial_layer(pe))
+    for block, s in zip(mlp.residual_blocks, mlp.scalars):
+        h = s * torch.relu(block(h)) + h
+    return mlp.output_layer(h)
+
+
+def tail(mlp):
+    return _C.ResMLPTail([b.weight for b in mlp.residual_blocks], [b.bias for b in mlp.residual_blocks],
+                         [float(s) for s in mlp.scalars], mlp.output_layer.weight, mlp.output_layer.bias)
+
+
+def fused(mlp, pe):
+    return _C.resmlp_forward(pe, mlp.initial_layer.weight, mlp.initial_layer.bias, tail(mlp))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+@pytest.mark.parametrize("num_layers,hidden", [(1, 16), (2, 33), (4, 64)])
+def test_matches_eager(rows, num_layers, hidden):
+    mlp = random_inr(1, seed=rows + hidden, hidden_dim=hidden, num_layers=num_layers, num_freqs=3).model[0]
+    pe = torch.randn(rows, mlp.initial_layer.in_features)
+    with torch.no_grad():
+        want = eager_resmlp(mlp, pe)
+        got = fused(mlp, pe)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+@pytest.mark.parametrize("a_size,b_size,row_start,rows", [(5, 3, 0, 15), (5, 3, 4, 7), (1, 1, 0, 1), (9, 1, 2, 6)])
+def test_separable_matches_eager(a_size, b_size, row_start, rows):
+    """pre[a * B + b] = u[a] + v[b]: the op must pick row r's a = r // B and b = r % B."""
+    mlp = random_inr(1, seed=a_size * b_size, hidden_dim=24, num_layers=3, num_freqs=2).model[0]
+    hidden = 24
+    u, v = torch.randn(a_size, hidden), torch.randn(b_size, hidden)
+    pre = (u[:, None, :] + v[None, :, :]).reshape(-1, hidden)[row_start:row_start + rows]
+    with torch.no_grad():
+        h = torch.relu(pre)
+        for block, s in zip(mlp.residual_blocks, mlp.scalars):
+            h = s * torch.relu(block(h)) + h
+        want = mlp.output_layer(h)
+        got = _C.resmlp_forward_separable(u, v, row_start, rows, tail(mlp))
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_separable_rows_out_of_range():
+    mlp = random_inr(1, hidden_dim=8, num_layers=2, num_freqs=1).model[0]
+    with torch.no_grad(), pytest.raises(ValueError, match=r"rows \[4, 7\) outside the 2 x 3 tensor"):
+        _C.resmlp_forward_separable(torch.randn(2, 8), torch.randn(3, 8), 4, 3, tail(mlp))
+
+
+def test_no_rows():
+    mlp = random_inr(1, hidden_dim=8, num_freqs=1).model[0]
+    with torch.no_grad():
+        assert fused(mlp, torch.empty(0, mlp.initial_layer.in_features)).shape == (0, mlp.output_layer.out_features)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda pe: pe.double(), "pe must be a contiguous float32"),
+    (lambda pe: pe.t().contiguous().t(), "pe must be a contiguous"),
+    (lambda pe: pe[:, :-1].contiguous(), r"w0 must be .* shape \[8, 17\], got \[8, 18\]"),
+])
+def test_bad_input_is_named(bad, match):
+    mlp = random_inr(1, hidden_dim=8, num_layers=2, num_freqs=1).model[0]
+    pe = torch.randn(5, mlp.initial_layer.in_features)
+    with torch.no_grad(), pytest.raises(ValueError, match=match):
+        fused(mlp, bad(pe))
