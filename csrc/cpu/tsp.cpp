@@ -110,40 +110,76 @@ class Search {
   }
 
  private:
-  // Nearest neighbours by row scans (contiguous reads), sorted by distance.
-  // For paths the dummy (distance 0) comes first in every list; its own list
-  // holds the cities farthest from their two nearest neighbours, the natural
-  // ends of a path.
+  // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
+  // the minimum spanning tree gets when forced to contain edge (a, b), that is
+  // d(a, b) minus the longest edge on the tree path from a to b. Unlike plain
+  // nearest neighbours it keeps the few long edges that join clusters. Each
+  // list holds the k_ smallest alphas, then is sorted by distance so the
+  // search can stop at the first candidate that cannot gain. For paths the
+  // dummy (distance 0) comes first in every list; its own list holds the
+  // cities farthest from their two nearest neighbours, the natural ends of a
+  // path.
   void build_candidates() {
+    const int n = d_.n;
+    const bool dummy = m_ > n;
+    const int kr = dummy ? k_ - 1 : k_;  // candidates among the real cities
+    // Prim on the dense matrix (row reads): parent_w[c] = length of the tree edge to parent[c].
+    std::vector<int> parent(n, -1), order;
+    std::vector<double> key(n, kInf), parent_w(n, 0.0);
+    std::vector<char> done(n, 0);
+    key[0] = 0;
+    for (int it = 0; it < n; ++it) {
+      int u = -1;
+      for (int c = 0; c < n; ++c)
+        if (!done[c] && (u < 0 || key[c] < key[u])) u = c;
+      done[u] = 1;
+      order.push_back(u);
+      parent_w[u] = key[u];
+      const T* w = d_.w + size_t(u) * n;
+      for (int c = 0; c < n; ++c)
+        if (!done[c] && double(w[c]) < key[c]) key[c] = double(w[c]), parent[c] = u;
+    }
     cand_.assign(size_t(m_) * k_, 0);
-    std::vector<double> best(k_), lonely(d_.n);
-    for (int a = 0; a < d_.n; ++a) {
-      int* row = &cand_[size_t(a) * k_];
+    std::vector<double> alpha(kr), dist(kr), beta(n), lonely(n);
+    std::vector<int> mark(n, -1);
+    for (int a = 0; a < n; ++a) {
+      // beta[b]: longest edge on the tree path a..b. Ancestors of a first, then
+      // every other city from its parent, in Prim order (parents come first).
+      beta[a] = -kInf;
+      for (int u = a; parent[u] >= 0; u = parent[u]) {
+        beta[parent[u]] = std::max(beta[u], parent_w[u]);
+        mark[parent[u]] = a;
+      }
+      for (int b : order)
+        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent[b]], parent_w[b]);
+      int* row = &cand_[size_t(a) * k_ + (dummy ? 1 : 0)];
       int filled = 0;
-      auto offer = [&](int b, double v) {
-        if (filled == k_ && v >= best[k_ - 1]) return;
-        int i = filled < k_ ? filled++ : k_ - 1;  // insertion into the sorted short list
-        for (; i > 0 && best[i - 1] > v; --i) {
-          best[i] = best[i - 1];
+      double near1 = kInf, near2 = kInf;
+      const T* w = d_.w + size_t(a) * n;
+      for (int b = 0; b < n; ++b) {
+        if (b == a) continue;
+        const double v = double(w[b]), al = v - beta[b];
+        if (v < near2) (v < near1 ? (near2 = near1, near1 = v) : near2 = v);
+        if (filled == kr && (al > alpha[kr - 1] || (al == alpha[kr - 1] && v >= dist[kr - 1]))) continue;
+        int i = filled < kr ? filled++ : kr - 1;  // insertion into the short list, sorted by (alpha, distance)
+        for (; i > 0 && (alpha[i - 1] > al || (alpha[i - 1] == al && dist[i - 1] > v)); --i) {
+          alpha[i] = alpha[i - 1], dist[i] = dist[i - 1];
           row[i] = row[i - 1];
         }
-        best[i] = v;
+        alpha[i] = al, dist[i] = v;
         row[i] = b;
-      };
-      const bool dummy = m_ > d_.n;
-      if (dummy) offer(d_.n, -kInf);
-      const T* w = d_.w + size_t(a) * d_.n;
-      for (int b = 0; b < d_.n; ++b)
-        if (b != a) offer(b, double(w[b]));
-      lonely[a] = best[dummy ? 1 : 0] + best[dummy ? 2 : 1];
+      }
+      std::sort(row, row + kr, [&](int x, int y) { return w[x] != w[y] ? w[x] < w[y] : x < y; });
+      if (dummy) row[-1] = n;
+      lonely[a] = near1 + near2;
     }
-    if (m_ > d_.n) {
-      std::vector<int> order(d_.n);
-      for (int c = 0; c < d_.n; ++c) order[c] = c;
-      std::partial_sort(order.begin(), order.begin() + k_, order.end(), [&](int a, int b) {
+    if (dummy) {
+      std::vector<int> ends(n);
+      for (int c = 0; c < n; ++c) ends[c] = c;
+      std::partial_sort(ends.begin(), ends.begin() + k_, ends.end(), [&](int a, int b) {
         return lonely[a] != lonely[b] ? lonely[a] > lonely[b] : a < b;
       });
-      std::copy(order.begin(), order.begin() + k_, &cand_[size_t(d_.n) * k_]);
+      std::copy(ends.begin(), ends.begin() + k_, &cand_[size_t(n) * k_]);
     }
     cand_d_.resize(cand_.size());
     for (size_t i = 0; i < cand_.size(); ++i) cand_d_[i] = d_(int(i / k_), cand_[i]);
