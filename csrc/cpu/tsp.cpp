@@ -24,6 +24,12 @@ constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 10;      // nearest neighbours searched per city
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
+// Subgradient ascent before the candidates: at most this many steps, and
+// at most this many distance reads in all (each step reads the matrix once).
+constexpr int kAscentSteps = 30;
+constexpr int64_t kAscentWork = 8'000'000;
+constexpr double kAscentStep = 0.1;   // first step, relative to the mean tree edge
+constexpr double kAscentDecay = 0.9;
 constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
 constexpr int kDeepBreadth = 3;      // steps tried at its first level beyond 3-opt (one deeper)
 constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
@@ -110,6 +116,64 @@ class Search {
   }
 
  private:
+  // Minimum spanning tree of the real cities under d(a, b) + pi[a] + pi[b]
+  // (Prim on the dense matrix, one row read per city). Fills parent_,
+  // parent_w_ (the transformed length of the edge to the parent) and
+  // tree_order_ (parents before children); returns the tree's length.
+  double spanning_tree(const std::vector<double>& pi) {
+    const int n = d_.n;
+    parent_.assign(n, -1);
+    parent_w_.assign(n, 0.0);
+    tree_order_.clear();
+    std::vector<double> key(n, kInf);
+    std::vector<char> done(n, 0);
+    double length = 0;
+    key[0] = 0;
+    for (int u = 0; u >= 0;) {
+      done[u] = 1;
+      tree_order_.push_back(u);
+      parent_w_[u] = key[u];
+      length += key[u];
+      const T* w = d_.w + size_t(u) * n;
+      int next = -1;
+      for (int c = 0; c < n; ++c) {
+        if (done[c]) continue;
+        const double v = double(w[c]) + pi[u] + pi[c];
+        if (v < key[c]) key[c] = v, parent_[c] = u;
+        if (next < 0 || key[c] < key[next]) next = c;
+      }
+      u = next;
+    }
+    return length;
+  }
+
+  // A few steps of Held-Karp subgradient ascent: penalties pi push the
+  // spanning tree towards degree 2 everywhere (closer to a path), which makes
+  // the alpha values of its edges far more telling. Each step is one O(n^2)
+  // tree, so large n get fewer. Leaves pi_ at the best lower bound seen and
+  // the tree of pi_ built.
+  void ascend() {
+    const int n = d_.n;
+    const int steps = int(std::min<int64_t>(kAscentSteps, kAscentWork / (int64_t(n) * n)));
+    pi_.assign(n, 0.0);
+    std::vector<double> pi = pi_;
+    std::vector<int> deg(n);
+    double best = -kInf;
+    double t = 0;  // step length, set from the first tree's mean edge
+    for (int s = 0; s < steps; ++s) {
+      double bound = spanning_tree(pi);
+      for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
+      if (bound > best) best = bound, pi_ = pi;
+      std::fill(deg.begin(), deg.end(), 0);
+      for (int c = 0; c < n; ++c)
+        if (parent_[c] >= 0) ++deg[c], ++deg[parent_[c]];
+      if (s == 0) t = kAscentStep * std::abs(bound) / n;
+      for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
+      t *= kAscentDecay;
+    }
+    spanning_tree(pi_);
+  }
+
   // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
   // the minimum spanning tree gets when forced to contain edge (a, b), that is
   // d(a, b) minus the longest edge on the tree path from a to b. Unlike plain
@@ -123,22 +187,8 @@ class Search {
     const int n = d_.n;
     const bool dummy = m_ > n;
     const int kr = dummy ? k_ - 1 : k_;  // candidates among the real cities
-    // Prim on the dense matrix (row reads): parent_w[c] = length of the tree edge to parent[c].
-    std::vector<int> parent(n, -1), order;
-    std::vector<double> key(n, kInf), parent_w(n, 0.0);
-    std::vector<char> done(n, 0);
-    key[0] = 0;
-    for (int it = 0; it < n; ++it) {
-      int u = -1;
-      for (int c = 0; c < n; ++c)
-        if (!done[c] && (u < 0 || key[c] < key[u])) u = c;
-      done[u] = 1;
-      order.push_back(u);
-      parent_w[u] = key[u];
-      const T* w = d_.w + size_t(u) * n;
-      for (int c = 0; c < n; ++c)
-        if (!done[c] && double(w[c]) < key[c]) key[c] = double(w[c]), parent[c] = u;
-    }
+    ascend();
+    const std::vector<double>& pi = pi_;
     cand_.assign(size_t(m_) * k_, 0);
     std::vector<double> alpha(kr), dist(kr), beta(n), lonely(n);
     std::vector<int> mark(n, -1);
@@ -146,19 +196,19 @@ class Search {
       // beta[b]: longest edge on the tree path a..b. Ancestors of a first, then
       // every other city from its parent, in Prim order (parents come first).
       beta[a] = -kInf;
-      for (int u = a; parent[u] >= 0; u = parent[u]) {
-        beta[parent[u]] = std::max(beta[u], parent_w[u]);
-        mark[parent[u]] = a;
+      for (int u = a; parent_[u] >= 0; u = parent_[u]) {
+        beta[parent_[u]] = std::max(beta[u], parent_w_[u]);
+        mark[parent_[u]] = a;
       }
-      for (int b : order)
-        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent[b]], parent_w[b]);
+      for (int b : tree_order_)
+        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent_[b]], parent_w_[b]);
       int* row = &cand_[size_t(a) * k_ + (dummy ? 1 : 0)];
       int filled = 0;
       double near1 = kInf, near2 = kInf;
       const T* w = d_.w + size_t(a) * n;
       for (int b = 0; b < n; ++b) {
         if (b == a) continue;
-        const double v = double(w[b]), al = v - beta[b];
+        const double v = double(w[b]), al = v + pi[a] + pi[b] - beta[b];
         if (v < near2) (v < near1 ? (near2 = near1, near1 = v) : near2 = v);
         if (filled == kr && (al > alpha[kr - 1] || (al == alpha[kr - 1] && v >= dist[kr - 1]))) continue;
         int i = filled < kr ? filled++ : kr - 1;  // insertion into the short list, sorted by (alpha, distance)
@@ -512,6 +562,9 @@ class Search {
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
   bool deep_ = true;  // local search with Lin-Kernighan chains
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
+  // Spanning tree for the candidates: penalties, parents, edge lengths, order.
+  std::vector<double> pi_, parent_w_;
+  std::vector<int> parent_, tree_order_;
   std::vector<char> queued_;
   std::vector<std::pair<int, int>> added_;  // edges added by the Lin-Kernighan move in progress
   std::vector<std::pair<int, int>> pending_;  // its flips, not yet applied
