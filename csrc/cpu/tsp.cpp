@@ -154,16 +154,21 @@ class Search {
   // the tree of pi_ built.
   void ascend() {
     const int n = d_.n;
-    const int steps = int(std::min<int64_t>(kAscentSteps, kAscentWork / (int64_t(n) * n)));
+    const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
     pi_.assign(n, 0.0);
     std::vector<double> pi = pi_;
     std::vector<int> deg(n);
     double best = -kInf;
     double t = 0;  // step length, set from the first tree's mean edge
-    for (int s = 0; s < steps; ++s) {
+    for (int s = 0;; ++s) {
       double bound = spanning_tree(pi);
       for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
-      if (bound > best) best = bound, pi_ = pi;
+      const bool better = bound > best;
+      if (better) best = bound, pi_ = pi;
+      if (s + 1 == steps) {
+        if (!better) spanning_tree(pi_);
+        return;
+      }
       std::fill(deg.begin(), deg.end(), 0);
       for (int c = 0; c < n; ++c)
         if (parent_[c] >= 0) ++deg[c], ++deg[parent_[c]];
@@ -171,7 +176,6 @@ class Search {
       for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
       t *= kAscentDecay;
     }
-    spanning_tree(pi_);
   }
 
   // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
@@ -412,6 +416,24 @@ class Search {
     return 0;
   }
 
+  // Lin-Kernighan chain grown from the 3-opt prefix t1..t6 (t2 = next(t1,
+  // fwd), t4 = next(t3, !fwd), t6 the neighbour of t5 that keeps a tour):
+  // applies it and returns its gain if one closes shorter, else 0.
+  double chain(int t1, int t2, int t3, int t5, bool fwd) {
+    const int t4 = next(t3, !fwd);
+    const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
+    pending_.assign(1, flip_span(t1, t2, t4));
+    pending_.push_back(flip_span(t1, t4, t6));
+    added_.assign({{t2, t3}, {t4, t5}});
+    const double g = deepen(t1, t6, d_(t1, t2) + d_(t3, t4) + d_(t5, t6), d_(t2, t3) + d_(t4, t5), 2);
+    if (g > 0) {
+      for (const auto& span : pending_) apply(span);
+      for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
+    }
+    pending_.clear();
+    return g;
+  }
+
   // Applies the first improving move that breaks an edge at t1; returns its
   // gain (0 if there is none). Tried in order: 2-opt and the sequential
   // 3-opt moves, evaluated from positions without touching the tour, then a
@@ -492,19 +514,8 @@ class Search {
         }
       }
       if (deep_ && c3 >= 0) {
-        const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
-        const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
-        pending_.assign(1, flip_span(t1, t2, t4));
-        pending_.push_back(flip_span(t1, t4, t6));
-        added_.assign({{t2, t3}, {t4, t5}});
-        const double g = deepen(t1, t6, d12 + d_(t3, t4) + d_(t5, t6), d_(t2, t3) + d_(t4, t5), 2);
-        if (g > 0) {
-          for (const auto& span : pending_) apply(span);
-          pending_.clear();
-          for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
-          return g;
-        }
-        pending_.clear();
+        const double g = chain(t1, t2, c3, c5, fwd);
+        if (g > 0) return g;
       }
     }
     return 0;
