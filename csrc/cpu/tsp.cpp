@@ -21,7 +21,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // search cycle, even on huge or tiny magnitudes.
 constexpr double kRelGain = 1e-12;
 constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
-constexpr int kCandidates = 10;      // nearest neighbours searched per city
+constexpr int kCandidates = 10;      // candidates searched per city (the dummy included)
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
 // Subgradient ascent before the candidates: at most this many steps, and
@@ -706,6 +706,7 @@ template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const auto start = Clock::now();
   if (n64 > std::numeric_limits<int>::max() / 2) throw std::invalid_argument("too many cities: " + std::to_string(n64));
+  validate(dist, n64);
   const int n = int(n64);
   std::vector<int64_t> result(n);
   for (int i = 0; i < n; ++i) result[i] = i;
