@@ -2,12 +2,11 @@
 //
 // Small instances (n <= kExactMaxN) are solved exactly: depth-first branch
 // and bound on Held-Karp penalised spanning-tree bounds, with the Held-Karp
-// dynamic program as a fallback. Larger ones by iterated local search: 2-opt,
-// the sequential 3-opt moves (segment insertion included) and Lin-Kernighan
-// chains of flips up to 6 exchanges deep, over alpha-nearness candidate
-// lists (spanning-tree sensitivity after a few subgradient steps) with
-// don't-look bits, perturbed by segment-local double bridges until the search
-// stops improving or the time limit is reached.
+// dynamic program as a fallback. Larger ones by iterated local search with
+// the sequential 2- to 5-opt moves of LKH over alpha-nearness candidate lists
+// (spanning-tree sensitivity after a few subgradient steps) with don't-look
+// bits, perturbed by segment-local double bridges until the search stops
+// improving or the time limit is reached.
 #pragma once
 
 #include <cstdint>
