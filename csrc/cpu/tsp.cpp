@@ -27,7 +27,8 @@ constexpr int kKickFraction = 8;     // and at most this fraction of the tour
 // Subgradient ascent before the candidates: at most this many steps, and
 // at most this many distance reads in all (each step reads the matrix once).
 constexpr int kAscentSteps = 30;
-constexpr int64_t kAscentWork = 8'000'000;
+constexpr int64_t kAscentWork = 30'000'000;
+constexpr double kAscentShare = 0.2;  // and, with a time limit, at most this share of it
 constexpr double kAscentStep = 0.1;   // first step, relative to the mean tree edge
 constexpr double kAscentDecay = 0.9;
 constexpr int kMaxK = 5;             // exchanges in one sequential move
@@ -81,8 +82,16 @@ struct Matrix {
 template <typename T>
 class Search {
  public:
-  Search(const Matrix<T>& d, uint64_t seed, Clock::time_point deadline, bool timed)
-      : d_(d), m_(d.m), k_(std::min(kCandidates, d.m - 1)), rng_{seed}, deadline_(deadline), timed_(timed) {
+  // With `timed`, the search stops at `deadline` and the subgradient ascent
+  // at `ascent_deadline`.
+  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline)
+      : d_(d),
+        m_(d.m),
+        k_(std::min(kCandidates, d.m - 1)),
+        rng_{seed},
+        deadline_(deadline),
+        ascent_deadline_(ascent_deadline),
+        timed_(timed) {
     build_candidates();
     nearest_neighbour_tour();
   }
@@ -152,8 +161,8 @@ class Search {
   // A few steps of Held-Karp subgradient ascent: penalties pi push the
   // spanning tree towards degree 2 everywhere (closer to a path), which makes
   // the alpha values of its edges far more telling. Each step is one O(n^2)
-  // tree, so large n get fewer. Leaves pi_ at the best lower bound seen and
-  // the tree of pi_ built.
+  // tree, so large n get fewer, and a time limit caps them to a share of it.
+  // Leaves pi_ at the best lower bound seen and the tree of pi_ built.
   void ascend() {
     const int n = d_.n;
     const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
@@ -167,7 +176,7 @@ class Search {
       for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
       const bool better = bound > best;
       if (better) best = bound, pi_ = pi;
-      if (s + 1 == steps) {
+      if (s + 1 == steps || (timed_ && Clock::now() >= ascent_deadline_)) {
         if (!better) spanning_tree(pi_);
         return;
       }
@@ -264,6 +273,8 @@ class Search {
     if (m_ > d_.n) tour_.push_back(d_.n);
     pos_.assign(m_, 0);
     for (int p = 0; p < m_; ++p) pos_[tour_[p]] = p;
+    edge_.resize(m_);
+    refresh_edges(0, m_);
     queued_.assign(m_, 0);
   }
 
@@ -292,15 +303,29 @@ class Search {
       log_.push_back(tour_[p]);
       put(p, buf_[o]);
     }
+    refresh_edges(at, int(buf_.size()));
   }
   // Restores the tour from before the last kick, newest rewrite first.
   void undo_kick() {
-    for (auto it = log_spans_.rbegin(); it != log_spans_.rend(); ++it)
+    for (auto it = log_spans_.rbegin(); it != log_spans_.rend(); ++it) {
       for (int o = it->second - 1; o >= 0; --o) {
         put((it->first + o) % m_, log_.back());
         log_.pop_back();
       }
+      refresh_edges(it->first, it->second);
+    }
     log_spans_.clear();
+  }
+  // Recomputes the cached lengths of the edges into, inside and out of the
+  // `len` positions from `at` on.
+  void refresh_edges(int at, int len) {
+    for (int o = -1, p = at == 0 ? m_ - 1 : at - 1; o < std::min(len, m_ - 1); ++o, p = p + 1 == m_ ? 0 : p + 1)
+      edge_[p] = d_(tour_[p], tour_[p + 1 == m_ ? 0 : p + 1]);
+  }
+  // Length of the tour edge from c to its neighbour in direction fwd.
+  double edge(int c, bool fwd) const {
+    const int p = pos_[c];
+    return edge_[fwd ? p : (p == 0 ? m_ - 1 : p - 1)];
   }
 
   void push(int c) {
@@ -399,7 +424,7 @@ class Search {
         if (t4 == t_[0] || is_removed(t3, t4, L)) continue;
         t_[2 * L] = t3;
         t_[2 * L + 1] = t4;
-        const double r = R + d_(t3, t4), a = A + d23, close = d_(t4, t_[0]);
+        const double r = R + edge(t3, fwd), a = A + d23, close = d_(t4, t_[0]);
         if (improves(r, a + close) && feasible(L + 1)) {
           apply(L + 1);
           for (int j = 0; j < 2 * L + 2; ++j) push(t_[j]);
@@ -420,7 +445,7 @@ class Search {
     t_[0] = t1;
     for (const bool fwd : {true, false}) {
       t_[1] = next(t1, fwd);
-      const double g = extend(1, d_(t1, t_[1]), 0);
+      const double g = extend(1, edge(t1, fwd), 0);
       if (g > 0) return g;
     }
     return 0;
@@ -470,10 +495,11 @@ class Search {
   const Matrix<T>& d_;
   const int m_, k_;
   Rng rng_;
-  const Clock::time_point deadline_;
+  const Clock::time_point deadline_, ascent_deadline_;
   const bool timed_;
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
   int max_k_ = kMaxK;  // exchanges per move in the current local search
+  std::vector<double> edge_;  // edge_[p] = d(tour_[p], tour_[p + 1]) (cyclic)
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
   // Spanning tree for the candidates: penalties, parents, edge lengths, order.
   std::vector<double> pi_, parent_w_;
@@ -616,12 +642,14 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const Matrix<T> d{dist, n, opt.path ? n + 1 : n};
   const Matrix<T> real{dist, n, n};
   const bool timed = opt.time_limit >= 0;
-  const auto deadline =
-      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timed ? opt.time_limit : 0));
+  auto after = [&](double seconds) {
+    return start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  };
+  const auto deadline = after(timed ? opt.time_limit : 0);
 
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
-    Search<T> search(d, opt.seed, deadline, timed);
+    Search<T> search(d, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
     // The exact search follows for small n: the first local optimum (no
     // kicks) is its pruning bound, usually the optimum already.
     const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, kStallPerCity * d.m);
