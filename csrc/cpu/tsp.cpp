@@ -105,8 +105,8 @@ class Search {
     local_search(kMaxK);
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
-    for (int64_t kick = 0; stall < stall_limit; ++kick) {
-      if (timed_ && (kick & 3) == 0 && Clock::now() >= deadline_) break;
+    while (stall < stall_limit) {
+      if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
       log_spans_.clear();
       log_.clear();
       const double delta = double_bridge() - local_search(kMaxK);
@@ -458,7 +458,7 @@ class Search {
     double gain = 0;
     size_t head = 0;
     while (head < queue_.size()) {
-      if (timed_ && (head & 255) == 255 && Clock::now() >= deadline_) break;
+      if (timed_ && (head & 15) == 15 && Clock::now() >= deadline_) break;
       const int c = queue_[head++];
       queued_[c] = 0;
       const double g = improve_city(c);
