@@ -105,6 +105,7 @@ class Search {
     local_search(kMaxK);
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
+    kicking_ = true;
     while (stall < stall_limit) {
       if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
       log_spans_.clear();
@@ -294,13 +295,14 @@ class Search {
     tour_[p] = c;
     pos_[c] = p;
   }
-  // Writes buf_ into the tour from position `at` on (cyclic), logging the
-  // cities it overwrites so that undo_kick can restore them.
+  // Writes buf_ into the tour from position `at` on (cyclic). Once kicks
+  // have begun it logs the cities it overwrites, so that undo_kick can
+  // restore them.
   void rewrite(int at) {
-    log_spans_.emplace_back(at, int(buf_.size()));
+    if (kicking_) log_spans_.emplace_back(at, int(buf_.size()));
     for (size_t o = 0; o < buf_.size(); ++o) {
       const int p = int((at + o) % m_);
-      log_.push_back(tour_[p]);
+      if (kicking_) log_.push_back(tour_[p]);
       put(p, buf_[o]);
     }
     refresh_edges(at, int(buf_.size()));
@@ -509,6 +511,7 @@ class Search {
   int t_[2 * kMaxK], first_[kMaxK], order_[kMaxK], slot_[2 * kMaxK], partner_[2 * kMaxK];
   // Undo log of the current kick: (position, count) of each rewrite and the
   // cities it overwrote, in order.
+  bool kicking_ = false;
   std::vector<std::pair<int, int>> log_spans_;
   std::vector<int> log_;
 };
