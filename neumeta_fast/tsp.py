@@ -6,9 +6,9 @@ no triangle inequality needed; negative entries are allowed and the diagonal
 is ignored. Up to ``EXACT_MAX_N`` (16) cities the result is provably optimal
 (branch and bound on Held-Karp penalised spanning-tree bounds, Held-Karp
 dynamic programming as a fallback); beyond that it comes from iterated local
-search (2-opt, sequential 3-opt and Lin-Kernighan chains over neighbour lists,
-segment-local double-bridge kicks) that stops once kicks stop helping, or at
-``time_limit``.
+search (sequential 2- to 5-opt moves as in LKH over alpha-nearness candidate
+lists, segment-local double-bridge kicks) that stops once kicks stop helping,
+or at ``time_limit``.
 
 Matrices must be symmetric within a relative tolerance of 1e-5 (asymmetric
 problems are not supported: a ValueError says which entry differs); only the

@@ -19,7 +19,6 @@ std::vector<int64_t> solve_typed(const py::array& dist, const neumeta::tsp::Opti
   const T* data = static_cast<const T*>(dist.data());
   const int64_t n = dist.shape(0);
   py::gil_scoped_release release;
-  neumeta::tsp::validate(data, n);
   return neumeta::tsp::solve(data, n, opt);
 }
 

@@ -21,20 +21,27 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // search cycle, even on huge or tiny magnitudes.
 constexpr double kRelGain = 1e-12;
 constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
-constexpr int kCandidates = 10;      // nearest neighbours searched per city
+constexpr int kCandidates = 6;       // candidates searched per city (the dummy included)
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
-constexpr int kMaxDepth = 6;         // exchanges in one Lin-Kernighan move
-constexpr int kDeepBreadth = 3;      // steps tried at its first level beyond 3-opt (one deeper)
+// Subgradient ascent before the candidates: at most this many steps, and
+// at most this many distance reads in all (each step reads the matrix once).
+constexpr int kAscentSteps = 30;
+constexpr int64_t kAscentWork = 30'000'000;
+constexpr double kAscentShare = 0.2;  // and, with a time limit, at most this share of it
+constexpr double kAscentStep = 0.1;   // first step, relative to the mean tree edge
+constexpr double kAscentDecay = 0.9;
+constexpr int kMaxK = 5;             // exchanges in one sequential move
+// Candidates tried for the added edge of each exchange (index: exchanges so far).
+constexpr int kBreadth[kMaxK] = {0, 5, 5, 3, 2};
 constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
 static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // Converged: this many kicks per city in a row did not shorten the tour by
 // more than kConvergedRtol (relative) in all.
-constexpr int64_t kStallPerCity = 5;
+constexpr int64_t kStallPerCity = 1;
 constexpr double kConvergedRtol = 1e-6;
-constexpr int64_t kMinStall = 100;
-constexpr int64_t kExactStall = 20;  // kicks without gain before an exact search takes over
+constexpr int64_t kMinStall = 30;
 
 bool improves(double removed, double added) {
   return removed - added > kRelGain * (std::abs(removed) + std::abs(added));
@@ -66,16 +73,25 @@ struct Matrix {
   }
 };
 
-// Iterated Lin-Kernighan search on an array tour (tour_[position] = city,
-// pos_[city] = position): O(1) adjacency and orientation queries, a 2-opt
-// move reverses the shorter side. Kicks are segment-local double bridges; a
-// kick that makes the tour longer is undone from a log of the reversals it
-// caused, so no step of the loop costs O(n) beyond its flips.
+// Iterated local search with sequential 2- to 5-opt moves (the basis move of
+// LKH) on an array tour (tour_[position] = city, pos_[city] = position):
+// O(1) adjacency queries; a move rewrites every segment but its longest.
+// Kicks are segment-local double bridges; a kick that makes the tour longer
+// is undone from a log of the rewrites since, so no step of the loop costs
+// O(n) beyond what its moves rewrite.
 template <typename T>
 class Search {
  public:
-  Search(const Matrix<T>& d, uint64_t seed, Clock::time_point deadline, bool timed)
-      : d_(d), m_(d.m), k_(std::min(kCandidates, d.m - 1)), rng_{seed}, deadline_(deadline), timed_(timed) {
+  // With `timed`, the search stops at `deadline` and the subgradient ascent
+  // at `ascent_deadline`.
+  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline)
+      : d_(d),
+        m_(d.m),
+        k_(std::min(kCandidates, d.m - 1)),
+        rng_{seed},
+        deadline_(deadline),
+        ascent_deadline_(ascent_deadline),
+        timed_(timed) {
     build_candidates();
     nearest_neighbour_tour();
   }
@@ -84,15 +100,17 @@ class Search {
   // together, or the deadline. Returns the tour as cities in order.
   std::vector<int> run(int64_t stall_limit) {
     for (int p = 0; p < m_; ++p) push(tour_[p]);
-    local_search(false);  // 3-opt first: much cheaper while most moves still gain
+    local_search(3);  // 3-opt first: much cheaper while most moves still gain
     for (int p = 0; p < m_; ++p) push(tour_[p]);
-    local_search(true);
+    local_search(kMaxK);
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
-    for (int64_t kick = 0; stall < stall_limit; ++kick) {
-      if (timed_ && (kick & 3) == 0 && Clock::now() >= deadline_) break;
-      spans_.clear();
-      const double delta = double_bridge() - local_search(true);
+    kicking_ = true;
+    while (stall < stall_limit) {
+      if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
+      log_spans_.clear();
+      log_.clear();
+      const double delta = double_bridge() - local_search(kMaxK);
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
         cost += delta;
         if (cost < mark - kConvergedRtol * std::abs(mark)) {
@@ -110,40 +128,122 @@ class Search {
   }
 
  private:
-  // Nearest neighbours by row scans (contiguous reads), sorted by distance.
+  // Minimum spanning tree of the real cities under d(a, b) + pi[a] + pi[b]
+  // (Prim on the dense matrix, one row read per city). Fills parent_,
+  // parent_w_ (the transformed length of the edge to the parent) and
+  // tree_order_ (parents before children); returns the tree's length.
+  double spanning_tree(const std::vector<double>& pi) {
+    const int n = d_.n;
+    parent_.assign(n, -1);
+    parent_w_.assign(n, 0.0);
+    tree_order_.clear();
+    std::vector<double> key(n, kInf);
+    std::vector<char> done(n, 0);
+    double length = 0;
+    key[0] = 0;
+    for (int u = 0; u >= 0;) {
+      done[u] = 1;
+      tree_order_.push_back(u);
+      parent_w_[u] = key[u];
+      length += key[u];
+      const T* w = d_.w + size_t(u) * n;
+      int next = -1;
+      for (int c = 0; c < n; ++c) {
+        if (done[c]) continue;
+        const double v = double(w[c]) + pi[u] + pi[c];
+        if (v < key[c]) key[c] = v, parent_[c] = u;
+        if (next < 0 || key[c] < key[next]) next = c;
+      }
+      u = next;
+    }
+    return length;
+  }
+
+  // A few steps of Held-Karp subgradient ascent: penalties pi push the
+  // spanning tree towards degree 2 everywhere (closer to a path), which makes
+  // the alpha values of its edges far more telling. Each step is one O(n^2)
+  // tree, so large n get fewer, and a time limit caps them to a share of it.
+  // Leaves pi_ at the best lower bound seen and the tree of pi_ built.
+  void ascend() {
+    const int n = d_.n;
+    const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
+    pi_.assign(n, 0.0);
+    std::vector<double> pi = pi_;
+    std::vector<int> deg(n);
+    double best = -kInf;
+    double t = 0;  // step length, set from the first tree's mean edge
+    for (int s = 0;; ++s) {
+      double bound = spanning_tree(pi);
+      for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
+      const bool better = bound > best;
+      if (better) best = bound, pi_ = pi;
+      if (s + 1 == steps || (timed_ && Clock::now() >= ascent_deadline_)) {
+        if (!better) spanning_tree(pi_);
+        return;
+      }
+      std::fill(deg.begin(), deg.end(), 0);
+      for (int c = 0; c < n; ++c)
+        if (parent_[c] >= 0) ++deg[c], ++deg[parent_[c]];
+      if (s == 0) t = kAscentStep * std::abs(bound) / n;
+      for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
+      t *= kAscentDecay;
+    }
+  }
+
+  // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
+  // the minimum spanning tree gets when forced to contain edge (a, b), that is
+  // d(a, b) minus the longest edge on the tree path from a to b. Unlike plain
+  // nearest neighbours it keeps the few long edges that join clusters. Each
+  // list holds the k_ smallest alphas, smallest first (ties: shorter first).
   // For paths the dummy (distance 0) comes first in every list; its own list
   // holds the cities farthest from their two nearest neighbours, the natural
   // ends of a path.
   void build_candidates() {
+    const int n = d_.n;
+    const bool dummy = m_ > n;
+    const int kr = dummy ? k_ - 1 : k_;  // candidates among the real cities
+    ascend();
+    const std::vector<double>& pi = pi_;
     cand_.assign(size_t(m_) * k_, 0);
-    std::vector<double> best(k_), lonely(d_.n);
-    for (int a = 0; a < d_.n; ++a) {
-      int* row = &cand_[size_t(a) * k_];
+    std::vector<double> alpha(kr), dist(kr), beta(n), lonely(n);
+    std::vector<int> mark(n, -1);
+    for (int a = 0; a < n; ++a) {
+      // beta[b]: longest edge on the tree path a..b. Ancestors of a first, then
+      // every other city from its parent, in Prim order (parents come first).
+      beta[a] = -kInf;
+      for (int u = a; parent_[u] >= 0; u = parent_[u]) {
+        beta[parent_[u]] = std::max(beta[u], parent_w_[u]);
+        mark[parent_[u]] = a;
+      }
+      for (int b : tree_order_)
+        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent_[b]], parent_w_[b]);
+      int* row = &cand_[size_t(a) * k_ + (dummy ? 1 : 0)];
       int filled = 0;
-      auto offer = [&](int b, double v) {
-        if (filled == k_ && v >= best[k_ - 1]) return;
-        int i = filled < k_ ? filled++ : k_ - 1;  // insertion into the sorted short list
-        for (; i > 0 && best[i - 1] > v; --i) {
-          best[i] = best[i - 1];
+      double near1 = kInf, near2 = kInf;
+      const T* w = d_.w + size_t(a) * n;
+      for (int b = 0; b < n; ++b) {
+        if (b == a) continue;
+        const double v = double(w[b]), al = v + pi[a] + pi[b] - beta[b];
+        if (v < near2) (v < near1 ? (near2 = near1, near1 = v) : near2 = v);
+        if (filled == kr && (al > alpha[kr - 1] || (al == alpha[kr - 1] && v >= dist[kr - 1]))) continue;
+        int i = filled < kr ? filled++ : kr - 1;  // insertion into the short list, sorted by (alpha, distance)
+        for (; i > 0 && (alpha[i - 1] > al || (alpha[i - 1] == al && dist[i - 1] > v)); --i) {
+          alpha[i] = alpha[i - 1], dist[i] = dist[i - 1];
           row[i] = row[i - 1];
         }
-        best[i] = v;
+        alpha[i] = al, dist[i] = v;
         row[i] = b;
-      };
-      const bool dummy = m_ > d_.n;
-      if (dummy) offer(d_.n, -kInf);
-      const T* w = d_.w + size_t(a) * d_.n;
-      for (int b = 0; b < d_.n; ++b)
-        if (b != a) offer(b, double(w[b]));
-      lonely[a] = best[dummy ? 1 : 0] + best[dummy ? 2 : 1];
+      }
+      if (dummy) row[-1] = n;
+      lonely[a] = near1 + near2;
     }
-    if (m_ > d_.n) {
-      std::vector<int> order(d_.n);
-      for (int c = 0; c < d_.n; ++c) order[c] = c;
-      std::partial_sort(order.begin(), order.begin() + k_, order.end(), [&](int a, int b) {
+    if (dummy) {
+      std::vector<int> ends(n);
+      for (int c = 0; c < n; ++c) ends[c] = c;
+      std::partial_sort(ends.begin(), ends.begin() + k_, ends.end(), [&](int a, int b) {
         return lonely[a] != lonely[b] ? lonely[a] > lonely[b] : a < b;
       });
-      std::copy(order.begin(), order.begin() + k_, &cand_[size_t(d_.n) * k_]);
+      std::copy(ends.begin(), ends.begin() + k_, &cand_[size_t(n) * k_]);
     }
     cand_d_.resize(cand_.size());
     for (size_t i = 0; i < cand_.size(); ++i) cand_d_[i] = d_(int(i / k_), cand_[i]);
@@ -174,6 +274,8 @@ class Search {
     if (m_ > d_.n) tour_.push_back(d_.n);
     pos_.assign(m_, 0);
     for (int p = 0; p < m_; ++p) pos_[tour_[p]] = p;
+    edge_.resize(m_);
+    refresh_edges(0, m_);
     queued_.assign(m_, 0);
   }
 
@@ -189,83 +291,44 @@ class Search {
     if (p < 0) p = m_ - 1;
     return tour_[p];
   }
-  // Is b on the path from a to c in direction fwd (ends included)?
-  bool between(int a, int b, int c, bool fwd) const {
-    if (!fwd) std::swap(a, c);
-    const int pa = pos_[a], pb = pos_[b], pc = pos_[c];
-    return pa <= pc ? (pa <= pb && pb <= pc) : (pb >= pa || pb <= pc);
-  }
-
   void put(int p, int c) {
     tour_[p] = c;
     pos_[c] = p;
   }
-  // Reverses tour positions i..j (cyclic, inclusive); doing it twice is a no-op.
-  void reverse(int i, int j) {
-    int len = j - i;
-    if (len < 0) len += m_;
-    for (int s = 0; s < (len + 1) / 2; ++s) {
-      const int ci = tour_[i], cj = tour_[j];
-      put(i, cj);
-      put(j, ci);
-      if (++i == m_) i = 0;
-      if (--j < 0) j = m_ - 1;
+  // Writes buf_ into the tour from position `at` on (cyclic). Once kicks
+  // have begun it logs the cities it overwrites, so that undo_kick can
+  // restore them.
+  void rewrite(int at) {
+    if (kicking_) log_spans_.emplace_back(at, int(buf_.size()));
+    for (size_t o = 0; o < buf_.size(); ++o) {
+      const int p = int((at + o) % m_);
+      if (kicking_) log_.push_back(tour_[p]);
+      put(p, buf_[o]);
     }
+    refresh_edges(at, int(buf_.size()));
   }
-  // Restores the tour from before the last kick: the reversals since, in
-  // reverse order, then the segments the double bridge moved.
+  // Restores the tour from before the last kick, newest rewrite first.
   void undo_kick() {
-    for (auto it = spans_.rbegin(); it != spans_.rend(); ++it) reverse(it->first, it->second);
-    for (size_t o = 0; o < bridged_.size(); ++o) put(int((bridge_at_ + o) % m_), bridged_[o]);
-  }
-  // Tentative flips of a Lin-Kernighan move are not applied but stacked as
-  // reversed position spans (pending_): a city's position on the tour they
-  // would give is its position reflected through each span in turn, the city
-  // at a position is found by reflecting back in reverse order. Only a move
-  // that closes shorter touches the arrays.
-  static bool in_span(int p, std::pair<int, int> s) {
-    return s.first <= s.second ? s.first <= p && p <= s.second : p >= s.first || p <= s.second;
-  }
-  int reflect(int p, std::pair<int, int> s) const {
-    int q = s.first + s.second - p;  // the span's ends trade places
-    if (s.first > s.second) q += p >= s.first ? m_ : 0;
-    else if (q < 0) q += m_;
-    return q >= m_ ? q - m_ : q;
-  }
-  int vpos(int c) const {
-    int p = pos_[c];
-    for (const auto& s : pending_)
-      if (in_span(p, s)) p = reflect(p, s);
-    return p;
-  }
-  int vnext(int c, bool fwd) const {
-    int p = vpos(c) + (fwd ? 1 : -1);
-    if (p == m_) p = 0;
-    if (p < 0) p = m_ - 1;
-    for (auto it = pending_.rbegin(); it != pending_.rend(); ++it)
-      if (in_span(p, *it)) p = reflect(p, *it);
-    return tour_[p];
-  }
-
-  // 2-opt on the tour with the pending flips: with b = next(a) and d =
-  // next(c) in one direction, replaces edges (a, b), (c, d) by (a, c),
-  // (b, d). Returns the positions to reverse, whichever side is shorter.
-  std::pair<int, int> flip_span(int a, int b, int c) const {
-    int i = vpos(b), j = vpos(c);
-    if (vnext(a, true) != b) std::swap(i, j);
-    int len = j - i;
-    if (len < 0) len += m_;
-    if (2 * (len + 1) > m_) {
-      const int ni = j + 1 == m_ ? 0 : j + 1, nj = i == 0 ? m_ - 1 : i - 1;
-      i = ni, j = nj;
+    for (auto it = log_spans_.rbegin(); it != log_spans_.rend(); ++it) {
+      for (int o = it->second - 1; o >= 0; --o) {
+        put((it->first + o) % m_, log_.back());
+        log_.pop_back();
+      }
+      refresh_edges(it->first, it->second);
     }
-    return {i, j};
+    log_spans_.clear();
   }
-  void apply(std::pair<int, int> span) {
-    reverse(span.first, span.second);
-    spans_.push_back(span);
+  // Recomputes the cached lengths of the edges into, inside and out of the
+  // `len` positions from `at` on.
+  void refresh_edges(int at, int len) {
+    for (int o = -1, p = at == 0 ? m_ - 1 : at - 1; o < std::min(len, m_ - 1); ++o, p = p + 1 == m_ ? 0 : p + 1)
+      edge_[p] = d_(tour_[p], tour_[p + 1 == m_ ? 0 : p + 1]);
   }
-  void flip(int a, int b, int c) { apply(flip_span(a, b, c)); }
+  // Length of the tour edge from c to its neighbour in direction fwd.
+  double edge(int c, bool fwd) const {
+    const int p = pos_[c];
+    return edge_[fwd ? p : (p == 0 ? m_ - 1 : p - 1)];
+  }
 
   void push(int c) {
     if (queued_[c]) return;
@@ -273,165 +336,131 @@ class Search {
     queue_.push_back(c);
   }
 
-  bool added_edge(int a, int b) const {
-    for (const auto& e : added_)
-      if ((e.first == a && e.second == b) || (e.first == b && e.second == a)) return true;
+  // A sequential k-opt move t_[0..2L-1] removes the tour edges (t_[2i],
+  // t_[2i+1]) and adds (t_[2i+1], t_[2i+2]), the last one closing back to
+  // t_[0]. The tour minus the removed edges falls into L segments; segment r
+  // (in tour order) has end slots 2r (its first city) and 2r + 1 (its last).
+  // feasible() numbers them and links the slots each added edge joins
+  // (partner_); the move gives a tour exactly when walking segment, added
+  // edge, segment, ... from slot 0 meets all L segments before returning.
+  bool feasible(int L) {
+    for (int i = 0; i < L; ++i) {
+      first_[i] = next(t_[2 * i], true) == t_[2 * i + 1] ? 2 * i : 2 * i + 1;  // the edge's earlier end
+      order_[i] = i;
+    }
+    for (int i = 1; i < L; ++i)  // insertion sort of the edges by position
+      for (int j = i; j > 0 && pos_[t_[first_[order_[j]]]] < pos_[t_[first_[order_[j - 1]]]]; --j)
+        std::swap(order_[j], order_[j - 1]);
+    for (int r = 0; r < L; ++r) {
+      const int e = order_[r];
+      slot_[first_[e] ^ 1] = 2 * r;                   // the later end starts segment r
+      slot_[first_[e]] = 2 * ((r + L - 1) % L) + 1;  // the earlier end closes the segment before
+    }
+    for (int i = 0; i < L; ++i) {
+      const int x = slot_[2 * i + 1], y = slot_[(2 * i + 2) % (2 * L)];
+      partner_[x] = y;
+      partner_[y] = x;
+    }
+    int s = 0, count = 0;
+    do {
+      s = partner_[s ^ 1];
+      ++count;
+    } while (s != 0);
+    return count == L;
+  }
+  int slot_city(int s, int L) const {
+    const int r = s >> 1;
+    return s & 1 ? t_[first_[order_[(r + 1) % L]]] : t_[first_[order_[r]] ^ 1];
+  }
+  // Applies the move feasible(L) just accepted. The longest segment stays in
+  // place; the others are written after it in their new order and direction.
+  void apply(int L) {
+    int keep = 0, keep_len = -1;
+    for (int r = 0; r < L; ++r) {
+      int len = pos_[slot_city(2 * r + 1, L)] - pos_[slot_city(2 * r, L)];
+      if (len < 0) len += m_;
+      if (len > keep_len) keep = r, keep_len = len;
+    }
+    buf_.clear();
+    for (int s = partner_[2 * keep + 1]; s != 2 * keep; s = partner_[s ^ 1]) {
+      const int from = slot_city(s, L), to = slot_city(s ^ 1, L);
+      for (int c = from;; c = next(c, !(s & 1))) {
+        buf_.push_back(c);
+        if (c == to) break;
+      }
+    }
+    const int at = pos_[slot_city(2 * keep + 1, L)] + 1;
+    rewrite(at == m_ ? 0 : at);
+  }
+
+  bool is_removed(int a, int b, int L) const {
+    for (int i = 0; i < L; ++i)
+      if ((t_[2 * i] == a && t_[2 * i + 1] == b) || (t_[2 * i] == b && t_[2 * i + 1] == a)) return true;
+    return false;
+  }
+  bool is_added(int a, int b, int L) const {
+    for (int i = 0; i + 1 < L; ++i)
+      if ((t_[2 * i + 1] == a && t_[2 * i + 2] == b) || (t_[2 * i + 1] == b && t_[2 * i + 2] == a)) return true;
     return false;
   }
 
-  // Deeper levels of a Lin-Kernighan move, on the tour with the pending
-  // flips. Edge (t1, t2) of the current tour is the one to break next;
-  // `removed` and `added` sum the edge lengths exchanged so far (the former
-  // includes (t1, t2)). A step adds (t2, t3) and removes (t4, t3), t4 being
-  // the neighbour of t3 that keeps a tour, by a pending 2-opt flip, after
-  // which (t1, t4) is the edge to break. Steps go best partial gain first:
-  // kDeepBreadth of them at the first level beyond 3-opt, one deeper. Stops
-  // at the first step that closes shorter (returns the gain, its flips still
-  // pending) or when no step keeps a positive partial gain (drops its flips,
-  // returns 0).
-  double deepen(int t1, int t2, double removed, double added, int level) {
-    if (level >= kMaxDepth) return 0;
-    struct Step {
-      int t3, t4;
-      double d23, d34;
-    };
-    Step steps[kCandidates];
-    int count = 0;
-    const bool fwd = vnext(t1, true) == t2;
-    for (int i = 0; i < k_; ++i) {
-      const int t3 = cand_[size_t(t2) * k_ + i];
-      const double d23 = cand_d_[size_t(t2) * k_ + i];
-      if (removed - added - d23 <= 0) break;  // candidates are sorted: no later one keeps a gain
-      if (t3 == t1) continue;
-      const int t4 = vnext(t3, !fwd);
-      if (t4 == t2 || added_edge(t3, t4)) continue;
-      steps[count++] = {t3, t4, d23, d_(t3, t4)};
-    }
-    const int breadth = std::min(count, level == 2 ? kDeepBreadth : 1);
-    std::partial_sort(steps, steps + breadth, steps + count,
-                      [](const Step& a, const Step& b) { return a.d34 - a.d23 > b.d34 - b.d23; });
-    for (int i = 0; i < breadth; ++i) {
-      const Step& st = steps[i];
-      pending_.push_back(flip_span(t1, t2, st.t4));
-      added_.emplace_back(t2, st.t3);
-      const double r = removed + st.d34, a = added + st.d23, close = d_(st.t4, t1);
-      const double g = improves(r, a + close) ? r - a - close : deepen(t1, st.t4, r, a, level + 1);
-      if (g > 0) {
-        push(t2), push(st.t3), push(st.t4);
-        return g;
+  // Extends the move t_[0..2L-1] (removed length R, added length A, closing
+  // edge not counted) by one exchange: an added edge from t_[2L-1] to one of
+  // its first kBreadth[L] candidates t3 (alpha order) that keep the gain
+  // positive, and a removed tour edge (t3, t4) on either side. Applies the
+  // first extension that closes into a shorter tour and returns its gain;
+  // else goes deeper, up to max_k_ exchanges, and returns 0 when nothing
+  // closes shorter.
+  double extend(int L, double R, double A) {
+    const int t2 = t_[2 * L - 1];
+    const int* cand = &cand_[size_t(t2) * k_];
+    const double* cand_d = &cand_d_[size_t(t2) * k_];
+    for (int i = 0, tried = 0; i < k_ && tried < kBreadth[L]; ++i) {
+      const int t3 = cand[i];
+      const double d23 = cand_d[i];
+      if (!(R - A - d23 > 0)) continue;  // the gain criterion
+      if (t3 == t_[0] || t3 == next(t2, true) || t3 == next(t2, false) || is_added(t2, t3, L)) continue;
+      ++tried;
+      for (const bool fwd : {true, false}) {
+        const int t4 = next(t3, fwd);
+        if (t4 == t_[0] || is_removed(t3, t4, L)) continue;
+        t_[2 * L] = t3;
+        t_[2 * L + 1] = t4;
+        const double r = R + edge(t3, fwd), a = A + d23, close = d_(t4, t_[0]);
+        if (improves(r, a + close) && feasible(L + 1)) {
+          apply(L + 1);
+          for (int j = 0; j < 2 * L + 2; ++j) push(t_[j]);
+          return r - a - close;
+        }
+        if (L + 1 < max_k_) {
+          const double g = extend(L + 1, r, a);
+          if (g > 0) return g;
+        }
       }
-      pending_.pop_back();
-      added_.pop_back();
     }
     return 0;
   }
 
-  // Applies the first improving move that breaks an edge at t1; returns its
-  // gain (0 if there is none). Tried in order: 2-opt and the sequential
-  // 3-opt moves, evaluated from positions without touching the tour, then a
-  // Lin-Kernighan chain grown from the most promising 3-opt start.
+  // Applies the first improving sequential move (2-opt up to max_k_-opt)
+  // that removes a tour edge at t1; returns its gain (0 if there is none).
   double improve_city(int t1) {
+    t_[0] = t1;
     for (const bool fwd : {true, false}) {
-      const int t2 = next(t1, fwd);
-      const double d12 = d_(t1, t2);
-      int c3 = -1, c5 = -1;  // most promising start of a deeper chain
-      double c_gain = 0;
-      for (int i = 0; i < k_; ++i) {
-        const int t3 = cand_[size_t(t2) * k_ + i];
-        const double d23 = cand_d_[size_t(t2) * k_ + i];
-        const double g1 = d12 - d23;
-        if (g1 <= 0) break;  // candidates are sorted: no later one can gain
-        if (t3 == t1) continue;
-
-        // t4 before t3: closing (t4, t1) is a 2-opt move; else go one level deeper.
-        int t4 = next(t3, !fwd);
-        if (t4 != t2) {
-          const double d34 = d_(t3, t4);
-          const double d41 = d_(t4, t1);
-          if (improves(d12 + d34, d23 + d41)) {
-            flip(t1, t2, t4);
-            for (int c : {t1, t2, t3, t4}) push(c);
-            return d12 + d34 - d23 - d41;
-          }
-          for (int j = 0; j < k_; ++j) {
-            const int t5 = cand_[size_t(t4) * k_ + j];
-            const double d45 = cand_d_[size_t(t4) * k_ + j];
-            if (g1 + d34 - d45 <= 0) break;
-            if (t5 == t1 || t5 == t3) continue;
-            // After the 2-opt the segment t2..t4 runs backwards; t6 precedes t5 there.
-            const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
-            const double d56 = d_(t5, t6), d61 = d_(t6, t1);
-            if (improves(d12 + d34 + d56, d23 + d45 + d61)) {
-              flip(t1, t2, t4);
-              flip(t1, t4, t6);
-              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
-              return d12 + d34 + d56 - d23 - d45 - d61;
-            }
-            const double g3 = g1 + d34 - d45 + d56;
-            if (g3 > c_gain) c_gain = g3, c3 = t3, c5 = t5;
-          }
-        }
-
-        // t4 after t3: (t2, t3) closes the segment t2..t3 into a loop, which a
-        // third exchange (t5, t6) inside it must open again.
-        t4 = next(t3, fwd);
-        if (t4 == t1) continue;
-        const double d34 = d_(t3, t4);
-        for (int j = 0; j < k_; ++j) {
-          const int t5 = cand_[size_t(t4) * k_ + j];
-          const double d45 = cand_d_[size_t(t4) * k_ + j];
-          if (g1 + d34 - d45 <= 0) break;
-          if (!between(t2, t5, t3, fwd)) continue;
-          if (t5 != t3) {  // segments t2..t5 and t6..t3 swap places
-            const int t6 = next(t5, fwd);
-            const double d56 = d_(t5, t6), d61 = d_(t6, t1);
-            if (improves(d12 + d34 + d56, d23 + d45 + d61)) {
-              flip(t1, t2, t5);
-              flip(t1, t5, t3);
-              flip(t1, t3, t6);
-              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
-              return d12 + d34 + d56 - d23 - d45 - d61;
-            }
-          }
-          if (t5 != t2) {  // both segments t2..t6 and t5..t3 reversed in place
-            const int t6 = next(t5, !fwd);
-            const double d56 = d_(t5, t6), d61 = d_(t6, t1);
-            if (improves(d12 + d34 + d56, d23 + d45 + d61)) {
-              flip(t1, t2, t6);
-              flip(t2, t5, t3);
-              for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
-              return d12 + d34 + d56 - d23 - d45 - d61;
-            }
-          }
-        }
-      }
-      if (deep_ && c3 >= 0) {
-        const int t3 = c3, t4 = next(t3, !fwd), t5 = c5;
-        const int t6 = between(t2, t5, t4, fwd) ? next(t5, fwd) : next(t5, !fwd);
-        pending_.assign(1, flip_span(t1, t2, t4));
-        pending_.push_back(flip_span(t1, t4, t6));
-        added_.assign({{t2, t3}, {t4, t5}});
-        const double g = deepen(t1, t6, d12 + d_(t3, t4) + d_(t5, t6), d_(t2, t3) + d_(t4, t5), 2);
-        if (g > 0) {
-          for (const auto& span : pending_) apply(span);
-          pending_.clear();
-          for (int c : {t1, t2, t3, t4, t5, t6}) push(c);
-          return g;
-        }
-        pending_.clear();
-      }
+      t_[1] = next(t1, fwd);
+      const double g = extend(1, edge(t1, fwd), 0);
+      if (g > 0) return g;
     }
     return 0;
   }
 
-  // Runs moves until no queued city has one; returns the total gain.
-  // `deep`: Lin-Kernighan chains too.
-  double local_search(bool deep) {
-    deep_ = deep;
+  // Runs moves of up to `max_k` exchanges until no queued city has one;
+  // returns the total gain.
+  double local_search(int max_k) {
+    max_k_ = max_k;
     double gain = 0;
     size_t head = 0;
     while (head < queue_.size()) {
-      if (timed_ && (head & 255) == 255 && Clock::now() >= deadline_) break;
+      if (timed_ && (head & 15) == 15 && Clock::now() >= deadline_) break;
       const int c = queue_[head++];
       queued_[c] = 0;
       const double g = improve_city(c);
@@ -456,14 +485,11 @@ class Search {
     const int s3 = at(l1 + l2 + 1), e3 = at(l1 + l2 + l3), y = at(l1 + l2 + l3 + 1);
     const double delta = d_(x, s3) + d_(e3, s2) + d_(e2, s1) + d_(e1, y) - d_(x, s1) - d_(e1, s2) - d_(e2, s3) -
                          d_(e3, y);
-    bridge_at_ = (p + 1) % m_;
-    bridged_.clear();
-    for (int o = 1; o <= l1 + l2 + l3; ++o) bridged_.push_back(at(o));
     buf_.clear();
     for (int o = l1 + l2 + 1; o <= l1 + l2 + l3; ++o) buf_.push_back(at(o));
     for (int o = l1 + 1; o <= l1 + l2; ++o) buf_.push_back(at(o));
     for (int o = 1; o <= l1; ++o) buf_.push_back(at(o));
-    for (size_t o = 0; o < buf_.size(); ++o) put(int((bridge_at_ + o) % m_), buf_[o]);
+    rewrite((p + 1) % m_);
     for (int c : {x, s1, e1, s2, e2, s3, e3, y}) push(c);
     return delta;
   }
@@ -471,19 +497,23 @@ class Search {
   const Matrix<T>& d_;
   const int m_, k_;
   Rng rng_;
-  const Clock::time_point deadline_;
+  const Clock::time_point deadline_, ascent_deadline_;
   const bool timed_;
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
-  bool deep_ = true;  // local search with Lin-Kernighan chains
+  int max_k_ = kMaxK;  // exchanges per move in the current local search
+  std::vector<double> edge_;  // edge_[p] = d(tour_[p], tour_[p + 1]) (cyclic)
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
+  // Spanning tree for the candidates: penalties, parents, edge lengths, order.
+  std::vector<double> pi_, parent_w_;
+  std::vector<int> parent_, tree_order_;
   std::vector<char> queued_;
-  std::vector<std::pair<int, int>> added_;  // edges added by the Lin-Kernighan move in progress
-  std::vector<std::pair<int, int>> pending_;  // its flips, not yet applied
-  // Undo log of the current kick: the cities the double bridge moved (from
-  // position bridge_at_ on) and the position spans reversed since.
-  int bridge_at_ = 0;
-  std::vector<int> bridged_;
-  std::vector<std::pair<int, int>> spans_;
+  // The move in progress (see feasible()) and its segment bookkeeping.
+  int t_[2 * kMaxK], first_[kMaxK], order_[kMaxK], slot_[2 * kMaxK], partner_[2 * kMaxK];
+  // Undo log of the current kick: (position, count) of each rewrite and the
+  // cities it overwrote, in order.
+  bool kicking_ = false;
+  std::vector<std::pair<int, int>> log_spans_;
+  std::vector<int> log_;
 };
 
 // Exact optimum by dynamic programming over subsets (Held-Karp). A state whose
@@ -606,6 +636,7 @@ template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const auto start = Clock::now();
   if (n64 > std::numeric_limits<int>::max() / 2) throw std::invalid_argument("too many cities: " + std::to_string(n64));
+  validate(dist, n64);
   const int n = int(n64);
   std::vector<int64_t> result(n);
   for (int i = 0; i < n; ++i) result[i] = i;
@@ -614,14 +645,17 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const Matrix<T> d{dist, n, opt.path ? n + 1 : n};
   const Matrix<T> real{dist, n, n};
   const bool timed = opt.time_limit >= 0;
-  const auto deadline =
-      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timed ? opt.time_limit : 0));
+  auto after = [&](double seconds) {
+    return start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  };
+  const auto deadline = after(timed ? opt.time_limit : 0);
 
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
-    Search<T> search(d, opt.seed, deadline, timed);
-    // The exact search follows for small n: a few kicks give its pruning bound.
-    const int64_t stall = n <= kExactMaxN ? kExactStall : std::max(kMinStall, kStallPerCity * d.m);
+    Search<T> search(d, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
+    // The exact search follows for small n: the first local optimum (no
+    // kicks) is its pruning bound, usually the optimum already.
+    const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, kStallPerCity * d.m);
     const std::vector<int> tour = search.run(stall);
     // Cut the cycle at the dummy (path) or rotate it to start at city 0 (tour).
     const int anchor = opt.path ? n : 0;

@@ -2,11 +2,11 @@
 //
 // Small instances (n <= kExactMaxN) are solved exactly: depth-first branch
 // and bound on Held-Karp penalised spanning-tree bounds, with the Held-Karp
-// dynamic program as a fallback. Larger ones by iterated local search: 2-opt,
-// the sequential 3-opt moves (segment insertion included) and Lin-Kernighan
-// chains of flips up to 6 exchanges deep, over nearest-neighbour candidate
-// lists with don't-look bits, perturbed by segment-local double bridges until
-// the search stops improving or the time limit is reached.
+// dynamic program as a fallback. Larger ones by iterated local search with
+// the sequential 2- to 5-opt moves of LKH over alpha-nearness candidate lists
+// (spanning-tree sensitivity after a few subgradient steps) with don't-look
+// bits, perturbed by segment-local double bridges until the search stops
+// improving or the time limit is reached.
 #pragma once
 
 #include <cstdint>
@@ -29,8 +29,10 @@ struct Options {
 template <typename T>
 void validate(const T* dist, int64_t n);
 
-// A visiting order of 0..n-1. Deterministic for a given seed unless the time
-// limit cuts the search short. `dist` must outlive the call; it is not copied.
+// A visiting order of 0..n-1. Validates `dist` first (as above); the time
+// limit counts from the call, validation included. Deterministic for a given
+// seed unless the time limit cuts the search short. `dist` must outlive the
+// call; it is not copied.
 template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n, const Options& opt);
 
