@@ -27,7 +27,8 @@ def _demo(args: argparse.Namespace) -> int:
                                    ("prefit_steps", args.prefit_steps), ("steps", args.steps),
                                    ("device", args.device)) if v is not None}
     trainer = replace(config.trainer, **overrides)
-    config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds)
+    config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds,
+                     model=args.model or config.model, full_width=args.full_width or config.full_width)
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
     if args.jobs < 1:
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="one seed, short schedules (CI)")
     demo.add_argument("--task", choices=("classify", "vae"), default="classify")
     demo.add_argument("--seeds", type=int, default=None)
+    demo.add_argument("--model", default=None, help="model family (default: resnet8_all; see neumeta_fast.models.named_family)")
+    demo.add_argument("--full-width", type=int, default=None, help="the family's full width")
     demo.add_argument("--steps", type=int, default=None, help="INR training steps")
     demo.add_argument("--noise-mode", choices=("channels", "reference"), default=None)
     demo.add_argument("--recon", choices=("normalised", "reference"), default=None)

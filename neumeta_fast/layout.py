@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Sequence, Union
 import torch
 from torch import nn
 
+from . import _C  # after torch: the extension links against it
+
 Include = Union[None, str, Iterable[str], Callable[[str, torch.Tensor], bool]]
 
 
@@ -164,8 +166,11 @@ class Layout:
         return table
 
     def _fill_segment(self, s: Segment, out: torch.Tensor) -> None:
-        """One broadcast add writes `out` [A, B, 6]: a [B, 6] row template plus the a column."""
+        """`out` [A, B, 6]: one C++ pass on the CPU; elsewhere one broadcast add of a [B, 6] row template and the a column."""
         a_size, b_size = out.shape[:2]
+        if out.device.type == "cpu":
+            _C.fill_coordinates(out.view(-1, 6), s.index, self.num_tensors, a_size, b_size, s.cols)
+            return
         template = torch.tensor([s.index, 0.0, 0.0, self.num_tensors, a_size, s.cols], device=out.device)
         template = template.repeat(b_size, 1)
         if len(s.shape) >= 2:

@@ -155,7 +155,8 @@ class Trainer:
                 self._init_output_bias()
         self.inr.to(device)  # initialised on the CPU: the same start on every device
         self.ema = copy.deepcopy(self.inr).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.inr.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.inr.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           foreach=True)  # one kernel per op over all MLPs (CPU defaults to a loop)
         self.scheduler = _schedule(self.optimizer, config.steps, config.warmup_steps, config.schedule)
         self.rng = torch.Generator().manual_seed(config.seed)  # widths, tensor subsets, coordinate noise
         # Every rank draws the same global batch and keeps its share of it.
@@ -200,7 +201,7 @@ class Trainer:
     def prefit(self, steps: int) -> float:
         """Fit the INR to the base weights alone (noise-free, full width); returns the last recon loss."""
         layout = self.family.layout(self.family.full_width)
-        opt = torch.optim.AdamW(self.inr.parameters(), lr=self.config.prefit_lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(self.inr.parameters(), lr=self.config.prefit_lr, weight_decay=0.0, foreach=True)
         sched = _schedule(opt, steps, self.config.warmup_steps, "cosine")
         loss = torch.tensor(float("nan"))
         for _ in range(steps):

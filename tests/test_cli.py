@@ -97,6 +97,20 @@ def test_demo_writes_results_and_plot(tmp_path):
     assert "| width |" in demo.table(results)
 
 
+def test_demo_never_trains_the_quarter_width_or_its_neighbours():
+    family = named_family("resnet8_all", full_width=64)
+    config = demo.DemoConfig()
+    widths = demo.training_widths(config, family)
+    assert min(widths) == 8 and max(widths) == 64
+    assert {15, 16, 17}.isdisjoint(widths) and {14, 18} <= set(widths)
+    narrow = demo.DemoConfig(min_fraction=0.5)
+    assert demo.training_widths(narrow, family) == list(range(32, 65))
+    explicit = demo.DemoConfig(trainer=TrainConfig(widths=[64, 40]))
+    assert demo.training_widths(explicit, family) == [64, 40]
+    with pytest.raises(ValueError, match="leave no training width"):
+        demo.training_widths(demo.DemoConfig(min_fraction=0.25, held_out=1.0), family)
+
+
 def test_base_checkpoint_of_another_width_exits_2(tmp_path, capsys):
     wrong = tmp_path / "base.pt"
     torch.save(named_family("convnet", full_width=8, num_classes=4).build(8).state_dict(), wrong)

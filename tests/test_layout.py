@@ -93,3 +93,11 @@ def test_subset_keeps_indices_and_count():
     assert torch.equal(sub.coordinates(), expected)
     with pytest.raises(KeyError, match="zz"):
         layout.subset(["zz"])
+
+
+def test_fill_coordinates_rejects_a_wrong_buffer():
+    from neumeta_fast import _C
+    with pytest.raises(ValueError, match=r"shape \[6, 6\], got \[5, 6\]"):
+        _C.fill_coordinates(torch.empty(5, 6), 0, 1, 2, 3, 3)
+    with pytest.raises(ValueError, match="contiguous float32 CPU"):
+        _C.fill_coordinates(torch.empty(6, 6, dtype=torch.float64), 0, 1, 2, 3, 3)

@@ -164,6 +164,22 @@ def test_family_widths_and_morph():
         named_family("vgg", full_width=4)
 
 
+def test_resnet_all_stages_morph_every_hidden_width():
+    family = named_family("resnet8_all", full_width=64)
+    hidden = {n: t.shape[0] for n, t in family.build(16).state_dict().items() if n.endswith("conv1.weight")
+              and n.startswith("layer")}
+    assert hidden == {"layer1.0.conv1.weight": 4, "layer2.0.conv1.weight": 8, "layer3.0.conv1.weight": 16}
+    assert family.morph == [f"layer{s}.0.{t}" for s in (1, 2, 3)
+                            for t in ("conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight")]
+    last = named_family("resnet8", full_width=64)
+    assert [n for n in last.morph if not n.startswith("layer3")] == []
+    x = torch.randn(2, 1, 8, 8)
+    assert family.build(1)(x).shape == (2, 10)  # every stage keeps at least one hidden channel
+    with pytest.raises(ValueError, match="hidden_stages"):
+        from neumeta_fast.models.cifar_resnet import cifar_resnet
+        cifar_resnet(8, hidden_width=4, hidden_stages="first")
+
+
 def test_l1_pruning_keeps_the_largest_filters(setup):
     family, base, data = setup
     pruned = prune_l1(base, family, 3, data.x_train[:2])

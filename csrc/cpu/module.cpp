@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "coordinates.h"
 #include "resmlp.h"
 #include "tsp.h"
 
@@ -49,6 +50,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("tsp_solve", &tsp_solve, py::arg("dist"), py::arg("path"), py::arg("time_limit"), py::arg("seed"),
         "Order of the cities of a symmetric float32/float64 matrix (see neumeta_fast.tsp.solve). "
         "time_limit < 0: run until converged. Releases the GIL.");
+  m.def("fill_coordinates", &neumeta::coordinates::fill, py::arg("out"), py::arg("index"), py::arg("num_tensors"),
+        py::arg("a_size"), py::arg("b_size"), py::arg("cols"),
+        "Write one tensor's SPEC 2 coordinate rows into out [a_size * b_size, 6] (float32, CPU).",
+        py::call_guard<py::gil_scoped_release>());
   using neumeta::resmlp::Tail;
   py::class_<Tail>(m, "ResMLPTail", "The residual blocks and output layer of one ResMLP (contiguous float32 CPU tensors).")
       .def(py::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<double>, at::Tensor, at::Tensor>(),

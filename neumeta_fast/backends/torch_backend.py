@@ -4,6 +4,10 @@ No boolean masks, no `unique` and no per-element Python: rows of one segment are
 contiguous and share an MLP, so each chunk is a handful of GEMMs. Only reference-mode
 noise can send a row to another tensor's MLP; those rows are grouped by one stable
 sort instead of masks.
+
+float32 inference on the CPU goes through the fused C++ ResMLP (csrc/cpu/resmlp.cpp,
+tests/test_resmlp_cpu.py), and with exact coordinates the first layer is split into
+u[a] + v[b] per tensor (`_separable_first_layer`). Autograd, bf16 and the GPU run eager.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 from .. import _C
 from ..encoding import fourier_features, frequencies, norm_tensor, normalise
 from ..inr import INR
-from ..layout import Layout
+from ..layout import Layout, Segment
 from .request import Request
 
 NAME = "torch"
@@ -113,7 +117,7 @@ def _feature_dims(inr: INR, device: torch.device) -> torch.Tensor:
     return torch.cat([dims, dims.repeat_interleave(2).repeat(inr.num_freqs)])
 
 
-def _separable_first_layer(p: _MLPWeights, seg: torch.Tensor, s, encoding, dims: torch.Tensor):
+def _separable_first_layer(p: _MLPWeights, seg: torch.Tensor, s: Segment, encoding, dims: torch.Tensor):
     """(u [A, hidden], v [B, hidden]) with W0 pe + b0 = u[a] + v[b] for exact coordinates of segment s.
 
     Only column 1 (a / A) varies with a and column 2 (b / B) with b; the rest is constant over the

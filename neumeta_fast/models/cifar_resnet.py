@@ -39,8 +39,11 @@ class CifarResNet(nn.Module):
         stage_widths: tuple[int, int, int] = (16, 32, 64),
         hidden_width: int | None = None,
         in_channels: int = 3,
+        hidden_stages: str = "last",
     ):
         super().__init__()
+        if hidden_stages not in ("last", "all"):
+            raise ValueError(f"hidden_stages must be 'last' or 'all', got {hidden_stages!r}")
         self.conv1 = nn.Conv2d(in_channels, stage_widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stage_widths[0])
         self.relu = nn.ReLU(inplace=True)
@@ -48,7 +51,14 @@ class CifarResNet(nn.Module):
         width_in = stage_widths[0]
         for index, width in enumerate(stage_widths):
             last_stage = index == len(stage_widths) - 1
-            hidden = hidden_width if last_stage and hidden_width is not None else width
+            if hidden_width is None:
+                hidden = width
+            elif last_stage:
+                hidden = hidden_width
+            elif hidden_stages == "all":  # the same fraction of every stage's width
+                hidden = max(1, round(hidden_width * width / stage_widths[-1]))
+            else:
+                hidden = width
             blocks = []
             for block in range(blocks_per_stage):
                 stride = 2 if index > 0 and block == 0 else 1
@@ -71,15 +81,18 @@ def cifar_resnet(
     hidden_width: int | None = None,
     in_channels: int = 3,
     stage_widths: tuple[int, int, int] = (16, 32, 64),
+    hidden_stages: str = "last",
 ) -> CifarResNet:
     """ResNet-`depth` (20, 32, 56, ...: depth = 6n + 2) for 32x32 images.
 
     hidden_width: width of the hidden layer (conv1 -> bn1 -> conv2) of every block of the
         last stage; None keeps it equal to the stage width (the standard network).
+    hidden_stages: "last" (NeuMeta's ResNet setting) or "all": every stage's blocks get the
+        hidden width hidden_width * stage_width / last stage width (rounded, at least 1).
     stage_widths: output widths of the three stages (the stem has the first one).
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1 (20, 32, 56, ...), got {depth}")
     if len(stage_widths) != 3:
         raise ValueError(f"stage_widths needs 3 widths, got {stage_widths}")
-    return CifarResNet((depth - 2) // 6, num_classes, tuple(stage_widths), hidden_width, in_channels)
+    return CifarResNet((depth - 2) // 6, num_classes, tuple(stage_widths), hidden_width, in_channels, hidden_stages)

@@ -70,7 +70,8 @@ def fraction_width(full_width: int, fraction: float) -> int:
 
 def named_family(name: str, *, full_width: int, num_classes: int = 10, in_channels: int = 1,
                  image_size: int = 8) -> Family:
-    """Built-in families by name: convnet, mlp, resnet20/32/56 (last-stage hidden width), lenet, vae."""
+    """Built-in families by name: convnet, mlp, lenet, vae, and resnet8/20/32/56 (the last stage's
+    hidden width, as NeuMeta) or resnet8_all/20_all/... (every stage's hidden width, in proportion)."""
     from .cifar_resnet import cifar_resnet
     from .convnet import convnet
     from .mlp import mlp
@@ -81,9 +82,10 @@ def named_family(name: str, *, full_width: int, num_classes: int = 10, in_channe
         "mlp": lambda w: mlp(in_channels * image_size * image_size, num_classes, hidden_width=w, hidden_layers=2),
         "vae": lambda w: conv_vae(w, in_channels=in_channels, image_size=image_size),
     }
-    for depth in (20, 32, 56):
-        builders[f"resnet{depth}"] = (lambda d: lambda w: cifar_resnet(d, num_classes, hidden_width=w,
-                                                                       in_channels=in_channels))(depth)
+    for depth in (8, 20, 32, 56):
+        for suffix, stages in (("", "last"), ("_all", "all")):
+            builders[f"resnet{depth}{suffix}"] = (lambda d, s: lambda w: cifar_resnet(
+                d, num_classes, hidden_width=w, in_channels=in_channels, hidden_stages=s))(depth, stages)
     builders["lenet"] = lambda w: _lenet(w, num_classes, in_channels, image_size)
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(builders)}")

@@ -1,0 +1,32 @@
+#include "coordinates.h"
+
+#include <ATen/Parallel.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace neumeta::coordinates {
+
+void fill(const at::Tensor& out, int64_t index, int64_t num_tensors, int64_t a_size, int64_t b_size, int64_t cols) {
+  if (out.device().type() != at::kCPU || out.scalar_type() != at::kFloat || !out.is_contiguous() ||
+      out.dim() != 2 || out.size(0) != a_size * b_size || out.size(1) != 6)
+    throw std::invalid_argument("coordinates: out must be a contiguous float32 CPU tensor of shape [" +
+                                std::to_string(a_size * b_size) + ", 6], got " + c10::str(out.sizes()));
+  float* p = out.data_ptr<float>();
+  const float i = float(index), l = float(num_tensors), a_f = float(a_size), c = float(cols);
+  at::parallel_for(0, a_size, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t a = lo; a < hi; ++a) {
+      float* row = p + a * b_size * 6;
+      for (int64_t b = 0; b < b_size; ++b, row += 6) {
+        row[0] = i;
+        row[1] = float(a);
+        row[2] = cols == 1 ? 0.f : float(b);
+        row[3] = l;
+        row[4] = a_f;
+        row[5] = c;
+      }
+    }
+  });
+}
+
+}  // namespace neumeta::coordinates
