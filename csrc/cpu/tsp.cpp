@@ -39,7 +39,7 @@ static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // Converged: this many kicks per city in a row did not shorten the tour by
 // more than kConvergedRtol (relative) in all.
-constexpr int64_t kStallPerCity = 1;
+constexpr int64_t kStallPerCity = 3;
 constexpr double kConvergedRtol = 1e-6;
 constexpr int64_t kMinStall = 30;
 
@@ -106,6 +106,8 @@ class Search {
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
     kicking_ = true;
+    base_.resize(2 * size_t(m_));
+    for (int c = 0; c < m_; ++c) base_[2 * c] = next(c, true), base_[2 * c + 1] = next(c, false);
     while (stall < stall_limit) {
       if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
       log_spans_.clear();
@@ -113,6 +115,7 @@ class Search {
       const double delta = double_bridge() - local_search(kMaxK);
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
         cost += delta;
+        rebase();
         if (cost < mark - kConvergedRtol * std::abs(mark)) {
           mark = cost;
           stall = 0;
@@ -318,6 +321,17 @@ class Search {
     }
     log_spans_.clear();
   }
+  // After an accepted kick: the tour is the new base; only the cities the
+  // kick's rewrites touched (and their neighbours) have new base edges.
+  void rebase() {
+    for (const auto& [at, len] : log_spans_)
+      for (int o = -1; o <= std::min(len, m_ - 2); ++o) {
+        const int c = tour_[(at + o + m_) % m_];
+        base_[2 * c] = next(c, true), base_[2 * c + 1] = next(c, false);
+      }
+  }
+  bool in_base(int a, int b) const { return base_[2 * a] == b || base_[2 * a + 1] == b; }
+
   // Recomputes the cached lengths of the edges into, inside and out of the
   // `len` positions from `at` on.
   void refresh_edges(int at, int len) {
@@ -447,6 +461,9 @@ class Search {
     t_[0] = t1;
     for (const bool fwd : {true, false}) {
       t_[1] = next(t1, fwd);
+      // LKH's restricted search: the local optimum before the kick has no
+      // improving move, so one worth trying now removes an edge it lacked.
+      if (kicking_ && in_base(t1, t_[1])) continue;
       const double g = extend(1, edge(t1, fwd), 0);
       if (g > 0) return g;
     }
@@ -514,6 +531,7 @@ class Search {
   bool kicking_ = false;
   std::vector<std::pair<int, int>> log_spans_;
   std::vector<int> log_;
+  std::vector<int> base_;  // base_[2c], base_[2c + 1]: the neighbours of c in the tour before the kick
 };
 
 // Exact optimum by dynamic programming over subsets (Held-Karp). A state whose
