@@ -39,7 +39,7 @@ static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
 // From this many cities on, moves after a kick must start by removing an
 // edge the tour before the kick lacked (LKH's restricted search): kicks get
-// about 2.5x cheaper, but on small tours the unrestricted search escapes
+// about 3x cheaper, but on small tours the unrestricted search escapes
 // local optima the restricted one stays in, and its kicks are cheap anyway.
 constexpr int kRestrictMinCities = 200;
 // Converged: this many kicks per city in a row (restricted search: the
@@ -104,9 +104,11 @@ class Search {
     nearest_neighbour_tour();
   }
 
-  // Runs until `stall_limit` kicks in a row gained less than kConvergedRtol
-  // together, or the deadline. Returns the tour as cities in order.
-  std::vector<int> run(int64_t stall_limit) {
+  // Descends to a local optimum; with `kicks`, then kicks it until converged
+  // (see kStallPerCity) or the deadline. Returns the tour as cities in order.
+  std::vector<int> run(bool kicks) {
+    const int64_t per_city = restrict_ ? kStallPerCityRestricted : kStallPerCity;
+    const int64_t stall_limit = kicks ? std::max(kMinStall, per_city * m_) : 0;
     for (int p = 0; p < m_; ++p) push(tour_[p]);
     local_search(3);  // 3-opt first: much cheaper while most moves still gain
     for (int p = 0; p < m_; ++p) push(tour_[p]);
@@ -114,8 +116,10 @@ class Search {
     double cost = tour_cost(), mark = cost;  // mark: the cost when the stall count last restarted
     int64_t stall = 0;
     kicking_ = true;
-    base_.resize(2 * size_t(m_));
-    for (int c = 0; c < m_; ++c) base_[2 * c] = next(c, true), base_[2 * c + 1] = next(c, false);
+    if (restrict_) {
+      base_.resize(2 * size_t(m_));
+      for (int c = 0; c < m_; ++c) base_[2 * c] = next(c, true), base_[2 * c + 1] = next(c, false);
+    }
     while (stall < stall_limit) {
       if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
       log_spans_.clear();
@@ -123,7 +127,7 @@ class Search {
       const double delta = double_bridge() - local_search(kMaxK);
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
         cost += delta;
-        rebase();
+        if (restrict_) rebase();
         if (cost < mark - kConvergedRtol * std::abs(mark)) {
           mark = cost;
           stall = 0;
@@ -682,9 +686,7 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
     Search<T> search(d, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
     // The exact search follows for small n: the first local optimum (no
     // kicks) is its pruning bound, usually the optimum already.
-    const int64_t per_city = d.m >= kRestrictMinCities ? kStallPerCityRestricted : kStallPerCity;
-    const int64_t stall = n <= kExactMaxN ? 0 : std::max(kMinStall, per_city * d.m);
-    const std::vector<int> tour = search.run(stall);
+    const std::vector<int> tour = search.run(n > kExactMaxN);
     // Cut the cycle at the dummy (path) or rotate it to start at city 0 (tour).
     const int anchor = opt.path ? n : 0;
     const int at = int(std::find(tour.begin(), tour.end(), anchor) - tour.begin());
