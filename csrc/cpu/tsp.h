@@ -5,8 +5,9 @@
 // dynamic program as a fallback. Larger ones by iterated local search with
 // the sequential 2- to 5-opt moves of LKH over alpha-nearness candidate lists
 // (spanning-tree sensitivity after a few subgradient steps) with don't-look
-// bits, perturbed by segment-local double bridges until the search stops
-// improving or the time limit is reached.
+// bits, perturbed by segment-local double bridges (repaired with LKH's
+// restricted search on larger instances) until the search stops improving
+// or the time limit is reached.
 #pragma once
 
 #include <cstdint>
