@@ -237,7 +237,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _dist.average_gradients(self.inr, self.world)
-        torch.nn.utils.clip_grad_value_(self.inr.parameters(), c.grad_clip)
+        torch.nn.utils.clip_grad_value_(self.inr.parameters(), c.grad_clip, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
