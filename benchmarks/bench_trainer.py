@@ -1,9 +1,9 @@
 """Trainer step time: the fast `generate` vs the literal reference implementation, same step otherwise.
 
-    python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 32] [--noise 1 --noise-mode reference]
+    python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 64] [--noise 1 --noise-mode reference]
 
-Both trainers share the demo's model (ConvNet, every hidden width morphed), INR, batch stream
-and seed; only weight generation differs (`Trainer._generate` swapped for `reference_generate`
+Both trainers share the demo's model (`DemoConfig().model` at its full width by default), INR
+configuration, batch stream and seed; only weight generation differs (`Trainer._generate` swapped for `reference_generate`
 with the same coordinate noise). Prints a markdown table of median step times and their ratio.
 """
 from __future__ import annotations
@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from neumeta_fast import data as D
+from neumeta_fast import demo
 from neumeta_fast import noise as _noise
 from neumeta_fast.models.family import named_family
 from neumeta_fast.reference import reference_generate
-from neumeta_fast.trainer import TrainConfig, Trainer
+from neumeta_fast.trainer import Trainer
 
 
 class ReferenceTrainer(Trainer):
@@ -46,20 +48,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--width", type=int, default=None, help="default: the demo's full width")
     parser.add_argument("--noise", type=float, default=0.0, help="coordinate noise (the demo's default is 0)")
     parser.add_argument("--noise-mode", default="channels", choices=("channels", "reference"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = D.load("digits", train_size=500)
-    family = named_family("convnet", full_width=32)
-    base = family.build(32)
-    config = TrainConfig(noise=args.noise, noise_mode=args.noise_mode)
+    setting = demo.DemoConfig()
+    family = named_family(setting.model, full_width=setting.full_width)
+    base = family.build(setting.full_width)
+    config = replace(setting.trainer, noise=args.noise, noise_mode=args.noise_mode)
+    width = setting.full_width if args.width is None else args.width
     rows = []
     for name, cls in (("fast (generate, backend auto)", Trainer), ("reference (reference_generate)", ReferenceTrainer)):
-        times = step_times(cls(family, base, data, config), args.width, args.steps)
+        times = step_times(cls(family, base, data, config), width, args.steps)
         rows.append((name, statistics.median(times)))
-    print(f"trainer step, ConvNet width {args.width}, INR {config.hidden_dim}/{config.num_layers}/{config.num_freqs}, "
+    print(f"trainer step, {setting.model} width {width}, INR {config.hidden_dim}/{config.num_layers}/{config.num_freqs}, "
           f"batch {config.batch_size}, noise {config.noise} ({args.noise_mode}), {args.threads} thread(s)")
     print("| generate | median step (ms) | ratio |\n|---|---|---|")
     for name, t in rows:
