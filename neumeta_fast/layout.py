@@ -166,11 +166,15 @@ class Layout:
         return table
 
     def _fill_segment(self, s: Segment, out: torch.Tensor) -> None:
-        """`out` [A, B, 6]: one C++ pass on the CPU; elsewhere one broadcast add of a [B, 6] row template and the a column."""
-        a_size, b_size = out.shape[:2]
+        """`out` [A, B, 6]: one C++ pass on the CPU (a broadcast add there runs far below memory speed)."""
         if out.device.type == "cpu":
-            _C.fill_coordinates(out.view(-1, 6), s.index, self.num_tensors, a_size, b_size, s.cols)
-            return
+            _C.fill_coordinates(out.view(-1, 6), s.index, self.num_tensors, out.shape[0], out.shape[1], s.cols)
+        else:
+            self._fill_segment_torch(s, out)
+
+    def _fill_segment_torch(self, s: Segment, out: torch.Tensor) -> None:
+        """The same on any device: one broadcast add of a [B, 6] row template and the a column."""
+        a_size, b_size = out.shape[:2]
         template = torch.tensor([s.index, 0.0, 0.0, self.num_tensors, a_size, s.cols], device=out.device)
         template = template.repeat(b_size, 1)
         if len(s.shape) >= 2:

@@ -95,6 +95,19 @@ def test_subset_keeps_indices_and_count():
         layout.subset(["zz"])
 
 
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (4, 7), (6,), (1,), (3, 1), (2, 2, 1, 1)])
+def test_torch_fill_equals_the_cpu_fill(shape):
+    """The device-agnostic fill (what CUDA uses) against the C++ one, into poisoned buffers."""
+    layout = Layout.from_shapes([("x", (2, 2)), ("t", shape)])
+    s = layout.segments[1]
+    got = torch.full((s.shape[0], s.cols, 6), float("nan"))
+    want = torch.full_like(got, float("nan"))
+    layout._fill_segment_torch(s, got)
+    layout._fill_segment(s, want)
+    assert torch.equal(got, want)
+    assert torch.equal(want.view(-1, 6), layout.coordinates()[s.row_offset:s.row_offset + s.rows])
+
+
 def test_fill_coordinates_rejects_a_wrong_buffer():
     from neumeta_fast import _C
     with pytest.raises(ValueError, match=r"shape \[6, 6\], got \[5, 6\]"):
