@@ -28,7 +28,8 @@ def _demo(args: argparse.Namespace) -> int:
                                    ("device", args.device)) if v is not None}
     trainer = replace(config.trainer, **overrides)
     config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds,
-                     model=args.model or config.model, full_width=args.full_width or config.full_width)
+                     model=config.model if args.model is None else args.model,
+                     full_width=config.full_width if args.full_width is None else args.full_width)
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
     if args.jobs < 1:

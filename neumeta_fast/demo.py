@@ -30,7 +30,7 @@ from .baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, tra
 from .models.family import fraction_width, named_family
 from .objective import task as _task
 from .smoothing import smooth
-from .trainer import TrainConfig, Trainer
+from .trainer import ConfigError, TrainConfig, Trainer
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 METHODS = ("neumeta", "individual", "pruned_l1", "no_smoothing")
@@ -67,7 +67,7 @@ def training_widths(config: DemoConfig, family) -> list[int]:
     low = math.ceil(config.min_fraction * full)
     widths = [w for w in family.widths if w >= low and abs(w - unseen) > config.held_out * full]
     if not widths:
-        raise ValueError(f"min_fraction={config.min_fraction} and held_out={config.held_out} leave no training width")
+        raise ConfigError(f"min_fraction={config.min_fraction} and held_out={config.held_out} leave no training width")
     return widths
 
 
@@ -80,6 +80,7 @@ def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, e
     """
     task = _task(config.task)
     family = _family(config)
+    training_widths(config, family)  # bad settings fail here, not in a worker
     widths = [fraction_width(config.full_width, f) for f in FRACTIONS]
     start = time.perf_counter()
     work = [(config, seed, part) for seed in range(config.seeds) for part in ("neumeta", "baselines")]
@@ -109,7 +110,10 @@ def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, e
 
 
 def _family(config: DemoConfig):
-    return named_family("vae" if config.task == "vae" else config.model, full_width=config.full_width)
+    try:
+        return named_family("vae" if config.task == "vae" else config.model, full_width=config.full_width)
+    except ValueError as exc:  # unknown model, full width < 1
+        raise ConfigError(str(exc)) from exc
 
 
 def _job(work, progress: bool = False):

@@ -8,7 +8,7 @@ import torch
 from neumeta_fast import demo
 from neumeta_fast.cli import main
 from neumeta_fast.models.family import named_family
-from neumeta_fast.trainer import TrainConfig
+from neumeta_fast.trainer import ConfigError, TrainConfig
 
 TINY_TRAINER = {"steps": 4, "batch_size": 16, "hidden_dim": 16, "num_layers": 2, "num_freqs": 2, "bn_batches": 2,
                 "prefit_steps": 2}
@@ -46,6 +46,18 @@ def test_device_cuda_without_cuda_exits_2_and_writes_nothing(tmp_path, capsys, m
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all("CUDA is not available" in line for line in err)
     assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "demo")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "vgg"], "unknown model 'vgg'"),
+    (["--full-width", "0"], "widths >= 1"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+])
+def test_demo_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "demo"
+    assert main(["demo", *args, "--out", str(out), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_missing_and_malformed_config_files(tmp_path, capsys):
@@ -107,7 +119,7 @@ def test_demo_never_trains_the_quarter_width_or_its_neighbours():
     assert demo.training_widths(narrow, family) == list(range(32, 65))
     explicit = demo.DemoConfig(trainer=TrainConfig(widths=[64, 40]))
     assert demo.training_widths(explicit, family) == [64, 40]
-    with pytest.raises(ValueError, match="leave no training width"):
+    with pytest.raises(ConfigError, match="leave no training width"):
         demo.training_widths(demo.DemoConfig(min_fraction=0.25, held_out=1.0), family)
 
 
