@@ -35,6 +35,24 @@ def frequency_range(num_freqs: FreqSpec) -> tuple[int, int]:
     return low, high
 
 
+def check_mlp_index(mlp_index: torch.Tensor, num_mlps: int) -> None:
+    """Refuse MLP indices outside [0, num_mlps), which noisy coordinates or explicit layer ids can give."""
+    lo, hi = torch.stack(torch.aminmax(mlp_index)).tolist()  # one device sync
+    if lo < 0 or hi >= num_mlps:
+        raise ValueError(f"layer index reaches [{lo}, {hi}], outside the INR's [0, {num_mlps}) MLPs")
+
+
+def group_by_mlp(mlp_index: torch.Tensor, num_mlps: int) -> tuple[torch.Tensor, list[int]]:
+    """Rows grouped by the MLP that evaluates them, by one stable sort instead of a mask per MLP.
+
+    Returns (order, counts): MLP m takes rows `order[start:start + counts[m]]`, start = sum(counts[:m]).
+    Raises ValueError for an index outside [0, num_mlps).
+    """
+    check_mlp_index(mlp_index, num_mlps)
+    order = torch.argsort(mlp_index, stable=True)
+    return order, torch.bincount(mlp_index, minlength=num_mlps).tolist()
+
+
 def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 

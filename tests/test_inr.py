@@ -4,6 +4,7 @@ import torch
 
 import neumeta_fast
 from neumeta_fast import INR
+from neumeta_fast.inr import group_by_mlp
 
 
 def test_state_dict_keys_and_shapes():
@@ -127,3 +128,11 @@ def test_stacked_compiles_without_a_graph_break():
         assert torch.equal(compiled(), expected)
         inr.model[0].initial_layer.weight.add_(1.0)
         assert torch.equal(compiled(), inr.stacked()[0] * 2)
+
+
+def test_group_by_mlp_sorts_stably_and_checks_the_range():
+    order, counts = group_by_mlp(torch.tensor([2, 0, 2, 1, 0]), 4)
+    assert order.tolist() == [1, 4, 3, 0, 2] and counts == [2, 1, 2, 0]
+    for bad in ([0, -1], [3, 4]):
+        with pytest.raises(ValueError, match=r"layer index reaches .* outside the INR's \[0, 4\) MLPs"):
+            group_by_mlp(torch.tensor(bad), 4)

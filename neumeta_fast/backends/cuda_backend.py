@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import noise as _noise
-from ..inr import INR
+from ..inr import INR, check_mlp_index
 from ..layout import Layout
 from . import torch_backend
 from .request import Request
@@ -84,10 +84,7 @@ def _segment_table(layout: Layout, tile_rows: int, device: torch.device) -> tupl
 def _check_routes(layout: Layout, req: Request, num_tensors: int) -> None:
     """Explicit reference-mode noise may move the layer index out of [0, L): refuse, as the torch backend."""
     col0 = layout.coordinates(req.device)[:, 0] + req.noise_tensor[:, :, 0]
-    idx = col0.to(torch.int64)
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= num_tensors:
-        raise ValueError(f"noisy layer index reaches [{lo}, {hi}], outside the INR's [0, {num_tensors}) MLPs")
+    check_mlp_index(col0.to(torch.int64), num_tensors)
 
 
 def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
