@@ -6,6 +6,8 @@ relies on `learnable_parameter` sharing storage with them instead.
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -58,16 +60,34 @@ def _row_owner(key_mask: Mapping[str, torch.Tensor], names: list[str], num_rows:
     return masks[:, covered].to(torch.int64).argmax(0)
 
 
-def _canonical_noise(layout: Layout, owner: torch.Tensor, coords: torch.Tensor, indices: torch.Tensor,
+@dataclass(frozen=True)
+class _Selection:
+    """The selected tensors' Layout and its rows in canonical order: owner (position in the selection),
+    indices and sizes as `sample_coordinates` gives them. Shared between calls: do not modify."""
+
+    layout: Layout
+    owner: torch.Tensor
+    indices: torch.Tensor
+    sizes: torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _selection(full: Layout, names: tuple[str, ...]) -> _Selection:
+    """Built once per (model layout, selected names): a new Layout per call would rebuild its coordinates
+    and the backends' plans every training step."""
+    layout = full.subset(names)
+    owner = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor([s.rows for s in layout.segments]))
+    return _Selection(layout, owner, *layout_indices(layout))
+
+
+def _canonical_noise(selection: _Selection, owner: torch.Tensor, coords: torch.Tensor, indices: torch.Tensor,
                      sizes: torch.Tensor) -> torch.Tensor | None:
     """Noise d with `layout.coordinates() + d == coords` bit for bit, when rows are in the layout's own
     order (the case `sample_coordinates` + `sample_subset` produce); None otherwise."""
-    expected_owner = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor([s.rows for s in layout.segments]))
-    canon_indices, canon_sizes = layout_indices(layout)
-    if not (torch.equal(owner, expected_owner) and torch.equal(torch.as_tensor(indices).cpu(), canon_indices)
-            and torch.equal(torch.as_tensor(sizes).cpu(), canon_sizes)):
+    if not (torch.equal(owner, selection.owner) and torch.equal(torch.as_tensor(indices).cpu(), selection.indices)
+            and torch.equal(torch.as_tensor(sizes).cpu(), selection.sizes)):
         return None
-    base = layout.coordinates(coords.device)
+    base = selection.layout.coordinates(coords.device)
     noise = coords - base
     return noise if torch.equal(base + noise, coords) else None  # exact for |noise| <= 0.5
 
@@ -110,10 +130,11 @@ def sample_weights(hyper_model, model_cls, coords_tensor, keys_list, indices_lis
     names = _selected_names(params, key_mask, selected_keys)
     coords = torch.as_tensor(coords_tensor).to(device=device, dtype=torch.float32)
     owner = _row_owner(key_mask, names, coords.shape[0])
-    layout = params_layout(params).subset(names)
-    noise = _canonical_noise(layout, owner, coords, indices_list, size_list) if isinstance(hyper_model, INR) else None
+    selection = _selection(params_layout(params), tuple(names))
+    noise = (_canonical_noise(selection, owner, coords, indices_list, size_list)
+             if isinstance(hyper_model, INR) else None)
     if noise is not None:
-        weights = generate(hyper_model, layout, norm=float(NORM), noise_mode="reference",
+        weights = generate(hyper_model, selection.layout, norm=float(NORM), noise_mode="reference",
                            noise_tensor=noise.unsqueeze(0) if noise.any() else None)
     else:
         weights = _generic(hyper_model, params, names, owner, coords, indices_list, float(NORM))
