@@ -13,25 +13,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..generate import generate
+from ..generate import generate, generate_into, write_weights
 from ..inr import INR
 from ..layout import Layout, centre_start
 from ._device import resolve_device
 from .coordinates import layout_indices, learnable_layout, learnable_parameters, params_layout
-
-
-def write_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Copy generated tensors into the model's parameters/buffers of the same state-dict names."""
-    state = model.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for name, w in weights.items():
-            if name not in state:
-                raise KeyError(f"learnable_parameter names {name!r}, which is not in "
-                               f"{type(model).__name__}.state_dict(): cannot write the generated tensor")
-            if state[name].shape != w.shape:
-                raise ValueError(f"{name!r}: the model's tensor has shape {tuple(state[name].shape)}, "
-                                 f"generated {tuple(w.shape)}")
-            state[name].copy_(w)
 
 
 def _selected_names(params: Mapping[str, torch.Tensor], key_mask: Mapping[str, torch.Tensor],
@@ -146,11 +132,8 @@ def _generate_into(hyper_model, model: nn.Module, *, norm, noise: float, samples
     if not isinstance(hyper_model, INR):
         raise TypeError(f"hyper_model must be a neumeta_fast hyper-model (NeRF_ResMLP_Compose, NeRF_MLP_Compose "
                         f"or INR), got {type(hyper_model).__name__}: load its state dict into one")
-    with torch.no_grad():
-        weights = generate(hyper_model, learnable_layout(model), norm=float(norm), noise=float(noise),
-                           samples=samples, noise_mode="reference")
-    write_weights(model, weights)
-    return model.eval()
+    return generate_into(hyper_model, model, learnable_layout(model), norm=float(norm), noise=float(noise),
+                         samples=samples, noise_mode="reference").eval()
 
 
 def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
