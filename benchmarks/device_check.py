@@ -72,7 +72,7 @@ def tf32_forward(inr: INR, layout: Layout, norm: float):
     cfg = launch.config(inr.output_dim, "tf32")
     segs, tiles = tb._plan(layout, inr.output_dim, device, cfg.block_m)
     freqs = frequencies(inr.freq_low, inr.freq_high, device)
-    weights = tb._stacked(inr)
+    weights = inr.stacked()
     return lambda: layout.views(inr_forward(
         weights, segs, tiles, freqs, numel=layout.numel, num_rows=layout.num_rows, num_tensors=layout.num_tensors,
         norm=norm, samples=1, noise_scale=0.0, noise_mode="reference", seed=0, noise=None, precision="tf32", cfg=cfg))

@@ -1,7 +1,7 @@
 """Backward of the fused INR forward: recomputation with torch GEMMs, gradients by hand.
 
 The forward keeps no activations. Here the rows are grouped by the MLP that evaluated them
-(one stable sort, as the torch backend does for reference-mode noise), each group's forward is
+(`group_by_mlp`, as the torch backend does for reference-mode noise), each group's forward is
 recomputed in bounded chunks, and the ResMLP is differentiated explicitly, so that this is a
 plain function of tensors (wrapped as a custom op: torch.compile sees one opaque node).
 Gradients are those of the float32 function, whatever precision the forward used.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from neumeta_fast.encoding import fourier_features, norm_tensor, normalise
+from neumeta_fast.inr import group_by_mlp
 
 
 def _row_grads(grad_flat: torch.Tensor, segs: list[list[int]], num_rows: int, out_dim: int) -> torch.Tensor:
@@ -73,8 +74,7 @@ def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], seg
         if samples > 1:
             g = g / samples
         mlp = c[:, 0].to(torch.int64)  # int() of the (noisy) layer column, as the forward
-        order = torch.argsort(mlp, stable=True)
-        counts = torch.bincount(mlp, minlength=weights[0].shape[0]).tolist()
+        order, counts = group_by_mlp(mlp, weights[0].shape[0])
         start = 0
         for m, count in enumerate(counts):
             for lo in range(start, start + count, step):

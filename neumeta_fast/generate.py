@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -77,14 +78,29 @@ def generate(inr: INR, layout: Layout, *, norm: float, noise: float = 0.0, sampl
 
 def generate_into(inr: INR, module: nn.Module, layout: Layout, **kwargs) -> nn.Module:
     """Generate the layout's tensors and copy them into `module`'s tensors of the same names, in place."""
-    state = module.state_dict(keep_vars=True)
-    for s in layout.segments:
-        if s.name not in state:
-            raise KeyError(f"tensor {s.name!r} of the layout is not in the module")
-        if tuple(state[s.name].shape) != s.shape:
-            raise ValueError(f"tensor {s.name!r}: module has shape {tuple(state[s.name].shape)}, layout {s.shape}")
+    _writable_state(module, ((s.name, s.shape) for s in layout.segments))  # fail before generating
     with torch.no_grad():
-        weights = generate(inr, layout, **kwargs)
+        return write_weights(module, generate(inr, layout, **kwargs))
+
+
+def write_weights(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Copy `weights` into `module`'s state-dict tensors (parameters or buffers) of the same names, in
+    place and outside autograd; returns `module`."""
+    state = _writable_state(module, ((name, w.shape) for name, w in weights.items()))
+    with torch.no_grad():
         for name, w in weights.items():
             state[name].copy_(w)
     return module
+
+
+def _writable_state(module: nn.Module, shapes: Iterable[tuple[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+    """`module.state_dict(keep_vars=True)`, checked to hold a tensor of each (name, shape) to be written."""
+    state = module.state_dict(keep_vars=True)
+    for name, shape in shapes:
+        if name not in state:
+            raise KeyError(f"tensor {name!r} is not in {type(module).__name__}.state_dict(): cannot write the "
+                           "generated tensor")
+        if tuple(state[name].shape) != tuple(shape):
+            raise ValueError(f"tensor {name!r}: {type(module).__name__} has shape {tuple(state[name].shape)}, "
+                             f"generated {tuple(shape)}")
+    return state

@@ -8,12 +8,17 @@ code load with `load_state_dict` unchanged:
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Mapping, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FreqSpec = Union[int, Sequence[int]]
+
+# INR -> {(dtype, column_multiple): (parameter state, stacks)}: `INR.stacked` without grad.
+_STACKS: "weakref.WeakKeyDictionary[INR, dict]" = weakref.WeakKeyDictionary()
 
 
 def frequency_range(num_freqs: FreqSpec) -> tuple[int, int]:
@@ -30,6 +35,28 @@ def frequency_range(num_freqs: FreqSpec) -> tuple[int, int]:
     return low, high
 
 
+def check_mlp_index(mlp_index: torch.Tensor, num_mlps: int) -> None:
+    """Refuse MLP indices outside [0, num_mlps), which noisy coordinates or explicit layer ids can give."""
+    lo, hi = torch.stack(torch.aminmax(mlp_index)).tolist()  # one device sync
+    if lo < 0 or hi >= num_mlps:
+        raise ValueError(f"layer index reaches [{lo}, {hi}], outside the INR's [0, {num_mlps}) MLPs")
+
+
+def group_by_mlp(mlp_index: torch.Tensor, num_mlps: int) -> tuple[torch.Tensor, list[int]]:
+    """Rows grouped by the MLP that evaluates them, by one stable sort instead of a mask per MLP.
+
+    Returns (order, counts): MLP m takes rows `order[start:start + counts[m]]`, start = sum(counts[:m]).
+    Raises ValueError for an index outside [0, num_mlps).
+    """
+    check_mlp_index(mlp_index, num_mlps)
+    order = torch.argsort(mlp_index, stable=True)
+    return order, torch.bincount(mlp_index, minlength=num_mlps).tolist()
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
 class ResMLP(nn.Module):
     """h = relu(W0 pe + b0); h = s_b * relu(W_b h + b_b) + h per block; out = Wo h + bo."""
 
@@ -44,8 +71,8 @@ class ResMLP(nn.Module):
 class INR(nn.Module):
     """`num_tensors` ResMLPs over Fourier features of 6-D coordinates.
 
-    Weight generation lives in `neumeta_fast.generate`; this module only holds parameters
-    and the configuration the backends need.
+    Weight generation lives in `neumeta_fast.generate`; this module only holds parameters,
+    the configuration the backends need and the stacked form their fused kernels read.
     """
 
     def __init__(self, num_tensors: int, hidden_dim: int = 256, num_layers: int = 4, num_freqs: FreqSpec = 16,
@@ -77,6 +104,61 @@ class INR(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_tensors={self.num_tensors}, hidden_dim={self.hidden_dim}, num_layers={self.num_layers}, "
                 f"freqs=[{self.freq_low}, {self.freq_high}), output_dim={self.output_dim}")
+
+    def stacked(self, dtype: torch.dtype | None = None, *,
+                column_multiple: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Per-MLP parameters stacked over the L MLPs, as the fused kernels read them: w0, b0, wr, br, sc, wo, bo.
+
+        By default in the parameters' own layout and dtype: w0 [L, H, F], b0 [L, H], wr [L, nb, H, H],
+        br [L, nb, H], sc [L, nb], wo [L, O, H], bo [L, O] (nb = num_layers - 1).
+        dtype:           weights and biases cast to it; the scalars become float32.
+        column_multiple: the CUDA kernel's layout: w0 [L, F16, C] and wr [L, nb, H32, C] transposed to
+                         [in, out], b0 [L, C], br [L, nb, C], wo [L, O, H32], zero-padded, where F16 and H32
+                         round F and H up to 16 and 32 and C rounds H32 up to `column_multiple`.
+        Differentiable while grad is on. Otherwise the result is cached until a parameter changes (seen
+        by its version counter, storage, dtype or device; writes through `.data` or a collective bypass
+        the counter): shared tensors, do not modify them.
+        """
+        params = list(self.parameters())
+        if (torch.is_grad_enabled() and any(p.requires_grad for p in params)) or torch.compiler.is_compiling():
+            # autograd needs a fresh graph; a compiled graph stacks by itself (the cache check would break it)
+            return self._stack(dtype, column_multiple)
+        state = (params[0].device, params[0].dtype, tuple((p.data_ptr(), p._version) for p in params))
+        cache = _STACKS.setdefault(self, {})
+        key = (dtype, column_multiple)
+        hit = cache.get(key)
+        if hit is None or hit[0] != state:
+            hit = cache[key] = (state, self._stack(dtype, column_multiple))
+        return hit[1]
+
+    def _stack(self, dtype: torch.dtype | None, column_multiple: int | None) -> tuple[torch.Tensor, ...]:
+        mlps = list(self.model)
+        w0 = torch.stack([m.initial_layer.weight for m in mlps])
+        b0 = torch.stack([m.initial_layer.bias for m in mlps])
+        if self.num_layers > 1:
+            wr = torch.stack([torch.stack([b.weight for b in m.residual_blocks]) for m in mlps])
+            br = torch.stack([torch.stack([b.bias for b in m.residual_blocks]) for m in mlps])
+            sc = torch.stack([torch.stack(list(m.scalars)) for m in mlps])
+        else:
+            L, H = b0.shape
+            wr, br, sc = w0.new_zeros(L, 0, H, H), w0.new_zeros(L, 0, H), w0.new_zeros(L, 0)
+        wo = torch.stack([m.output_layer.weight for m in mlps])
+        bo = torch.stack([m.output_layer.bias for m in mlps])
+        if column_multiple is not None:
+            h, f = self.hidden_dim, self.in_features
+            h_pad = _round_up(h, 32)
+            ldw = _round_up(h_pad, column_multiple)
+            w0 = F.pad(w0.transpose(1, 2), (0, ldw - h, 0, _round_up(f, 16) - f))
+            b0 = F.pad(b0, (0, ldw - h))
+            wr = F.pad(wr.transpose(2, 3), (0, ldw - h, 0, h_pad - h))
+            br = F.pad(br, (0, ldw - h))
+            wo = F.pad(wo, (0, h_pad - h))
+            # the CUDA kernel reads raw row-major memory; a pad of zero keeps the transposed strides
+            w0, wr = w0.contiguous(), wr.contiguous()
+        if dtype is not None:
+            w0, b0, wr, br, wo, bo = (t.to(dtype) for t in (w0, b0, wr, br, wo, bo))
+            sc = sc.float()
+        return w0, b0, wr, br, sc, wo, bo
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], *, num_freqs: FreqSpec | None = None) -> "INR":

@@ -63,7 +63,7 @@ def noise(dll: ctypes.CDLL, seed: int, samples: int, rows: int, scale: float, mo
 
 def forward(dll: ctypes.CDLL, inr: INR, layout: Layout, req: Request, seed: int = 0) -> torch.Tensor:
     """The float32 kernel run by the harness on the backend's own packed weights and segment table."""
-    w0t, b0, wbt, bb, scalars, wo, bo = cuda_backend._pack(inr, torch.float32, 256)
+    w0t, b0, wbt, bb, scalars, wo, bo = inr.stacked(torch.float32, column_multiple=256)
     table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
     out = torch.full((layout.numel,), float("nan"))
     noise_tensor = None if req.noise_tensor is None else req.noise_tensor.contiguous()

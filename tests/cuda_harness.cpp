@@ -99,7 +99,7 @@ void nm_scatter(const int64_t* table, int num_segments, int out_dim, int64_t* ro
 }
 
 // The float32 kernel on the CPU: same arguments as neumeta_fast::inr_forward (weights packed by
-// cuda_backend._pack with a 256-column pitch, segments from cuda_backend._segment_table with 32 rows).
+// INR.stacked(column_multiple=256), segments from cuda_backend._segment_table with 32 rows).
 void nm_forward(const float* w0t, const float* b0, const float* wbt, const float* bb, const float* scalars,
                 const float* wo, const float* bo, int num_tensors, int in_pad, int ldw, int blocks, int out_dim,
                 int hidden_pad, const int64_t* table, int num_segments, int64_t num_tiles, const float* noise,

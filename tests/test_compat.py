@@ -247,6 +247,36 @@ def test_sample_single_model_and_shuffled_rows_match_reference():
         sample_single_model(hyper_model, model, device="cpu")
 
 
+def test_sample_weights_reuses_the_layout_of_a_selection(monkeypatch):
+    """Repeated calls with the same tensors share one Layout (its coordinates and the backends' plans)."""
+    from neumeta_fast.compat import sampling
+
+    layouts = []
+
+    def recording_generate(inr, layout, **kwargs):
+        layouts.append(layout)
+        return generate(inr, layout, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate", recording_generate)
+    model, narrow = TinyNet(), TinyNet(width=5)
+    hyper_model = _hyper(model)
+    coords, keys, indices, sizes = sample_coordinates(model)
+    key_mask = create_key_masks(keys)
+    selected = ["block.conv1.weight", "block.fc.weight"]
+    rows = sum(key_mask[k] for k in selected).bool()
+    narrow_coords, narrow_keys, narrow_indices, narrow_sizes = sample_coordinates(narrow)
+    with torch.no_grad():
+        for _ in range(2):
+            sample_weights(hyper_model, model, coords, keys, indices, sizes, key_mask, device="cpu", NORM=NORM)
+            sample_weights(hyper_model, model, coords[rows], keys[rows.numpy()], indices[rows], sizes[rows], key_mask,
+                           selected, device="cpu", NORM=NORM)
+        sample_weights(hyper_model, narrow, narrow_coords, narrow_keys, narrow_indices, narrow_sizes,
+                       create_key_masks(narrow_keys), device="cpu", NORM=NORM)
+    full, subset, full_again, subset_again, narrower = layouts
+    assert full_again is full and subset_again is subset and subset.names == selected
+    assert narrower is not full and narrower.segments[0].shape == (5, 4, 3, 3)
+
+
 def test_sample_subset_selects_whole_tensors():
     model = TinyNet()
     coords, keys, indices, sizes = sample_coordinates(model)

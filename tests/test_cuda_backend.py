@@ -226,7 +226,7 @@ def test_gradients_equal_torch_backend(device, samples, noise):
 def test_meta_kernel_gives_the_output_shape(device):
     layout = _layout(1)
     inr = _inr(layout, 1, device)
-    packed = [t.to("meta") for t in cuda_backend._pack(inr, torch.float32, 256)]
+    packed = [t.to("meta") for t in inr.stacked(torch.float32, column_multiple=256)]
     table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
     out = torch.ops.neumeta_fast.inr_forward(*packed, table.to("meta"), None, 0, 0.0, 1, 0, 64.0, 0, 8,
                                              layout.num_rows, tiles, layout.numel)

@@ -234,7 +234,7 @@ def test_host_forward_philox_equals_its_materialised_noise(dll, mode):
 def test_pack_layout_and_padding():
     layout = _layout()
     inr = _inr(layout, 0, hidden_dim=40, num_layers=3, num_freqs=4)
-    w0t, b0, wbt, bb, scalars, wo, bo = cuda_backend._pack(inr, torch.bfloat16, 32)
+    w0t, b0, wbt, bb, scalars, wo, bo = inr.stacked(torch.bfloat16, column_multiple=32)
     assert w0t.shape == (layout.num_tensors, 64, 64) and wbt.shape == (layout.num_tensors, 2, 64, 64)
     assert all(t.dtype == torch.bfloat16 for t in (w0t, b0, wbt, bb, wo, bo)) and scalars.dtype == torch.float32
     m = inr.model[3]

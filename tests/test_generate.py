@@ -1,4 +1,5 @@
 """generate() on the torch backend against the literal reference implementation (SPEC 2)."""
+import importlib
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from neumeta_fast.reference import reference_generate
 
 from helpers import random_inr, random_shapes
 
+gen_module = importlib.import_module("neumeta_fast.generate")  # the attribute `neumeta_fast.generate` is the function
 
 
 def case(seed: int):
@@ -141,6 +143,16 @@ def test_generate_into_writes_module_tensors():
     for name, w in expected.items():
         assert torch.equal(state[name], w)
     assert torch.isnan(state["0.bias"]).all()  # not in the layout: untouched
+
+
+@pytest.mark.parametrize("shapes, error", [([("missing.weight", (4, 3))], KeyError),
+                                           ([("1.weight", (5,))], ValueError)])
+def test_generate_into_checks_the_module_before_generating(monkeypatch, shapes, error):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    layout = Layout.from_shapes(shapes)
+    monkeypatch.setattr(gen_module, "generate", lambda *a, **k: pytest.fail("generated before checking the module"))
+    with pytest.raises(error, match=shapes[0][0]):
+        generate_into(random_inr(1, 0), net, layout, norm=16)
 
 
 # -- bad input ---------------------------------------------------------------

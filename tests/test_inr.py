@@ -4,6 +4,7 @@ import torch
 
 import neumeta_fast
 from neumeta_fast import INR
+from neumeta_fast.inr import group_by_mlp
 
 
 def test_state_dict_keys_and_shapes():
@@ -67,3 +68,71 @@ def test_package_surface():
     assert status["torch"] == "ok"
     assert set(status) >= {"torch", "triton", "cuda"}
     assert all(isinstance(v, str) and v for v in status.values())
+
+
+def _fresh_stacks(inr, *args, **kwargs):
+    with torch.no_grad():
+        return inr._stack(*args, **kwargs)
+
+
+def test_stacked_is_cached_without_grad_until_a_parameter_changes():
+    inr = INR(3, hidden_dim=8, num_layers=3, num_freqs=2, output_dim=4)
+    with torch.no_grad():
+        first = inr.stacked()
+        assert all(a is b for a, b in zip(first, inr.stacked()))
+        assert inr.stacked(torch.float32, column_multiple=32)[0] is not first[0]  # keyed on the layout
+    # optimizer step: in place on the parameters
+    optimizer = torch.optim.SGD(inr.parameters(), lr=0.1)
+    sum(t.sum() for t in inr.stacked()).backward()
+    optimizer.step()
+    with torch.no_grad():
+        after_step = inr.stacked()
+    assert not torch.equal(after_step[0], first[0])
+    assert all(torch.equal(a, b) for a, b in zip(after_step, _fresh_stacks(inr, None, None)))
+    # load_state_dict: copy_ into the same parameters
+    other = INR(3, hidden_dim=8, num_layers=3, num_freqs=2, output_dim=4)
+    inr.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        loaded = inr.stacked(torch.bfloat16, column_multiple=32)
+    assert all(torch.equal(a, b) for a, b in zip(loaded, _fresh_stacks(other, torch.bfloat16, 32)))
+    # a new parameter object and a device/dtype move also invalidate
+    inr.model[1].output_layer.bias = torch.nn.Parameter(torch.full((4,), 7.0))
+    with torch.no_grad():
+        assert torch.equal(inr.stacked()[6][1], torch.full((4,), 7.0))
+        assert inr.double().stacked()[0].dtype == torch.float64
+
+
+def test_stacked_with_grad_is_fresh_and_differentiable():
+    inr = INR(2, hidden_dim=8, num_layers=2, num_freqs=2, output_dim=4)
+    first, second = inr.stacked(), inr.stacked()
+    assert all(a is not b and a.grad_fn is not None for a, b in zip(first, second))
+    first[4].sum().backward()
+    assert all(float(s.grad) == 1.0 for m in inr.model for s in m.scalars)
+
+
+def test_stacked_kernel_layout_without_residual_blocks():
+    inr = INR(2, hidden_dim=40, num_layers=1, num_freqs=1, output_dim=9)
+    with torch.no_grad():
+        w0t, b0, wrt, br, sc, wo, bo = inr.stacked(torch.float16, column_multiple=128)
+    assert w0t.shape == (2, 32, 128) and b0.shape == (2, 128) and wo.shape == (2, 9, 64) and bo.shape == (2, 9)
+    assert wrt.shape == (2, 0, 64, 128) and br.shape == (2, 0, 128) and sc.shape == (2, 0)
+    assert w0t.dtype == torch.float16 and sc.dtype == torch.float32 and all(t.is_contiguous() for t in (w0t, wrt))
+    assert torch.equal(w0t[1, :18, :40], inr.model[1].initial_layer.weight.detach().t().half())
+
+
+def test_stacked_compiles_without_a_graph_break():
+    inr = INR(2, hidden_dim=8, num_layers=2, num_freqs=2, output_dim=4)
+    with torch.no_grad():
+        expected = inr.stacked()[0] * 2  # an eager call fills the cache first
+        compiled = torch.compile(lambda: inr.stacked()[0] * 2, backend="eager", fullgraph=True)
+        assert torch.equal(compiled(), expected)
+        inr.model[0].initial_layer.weight.add_(1.0)
+        assert torch.equal(compiled(), inr.stacked()[0] * 2)
+
+
+def test_group_by_mlp_sorts_stably_and_checks_the_range():
+    order, counts = group_by_mlp(torch.tensor([2, 0, 2, 1, 0]), 4)
+    assert order.tolist() == [1, 4, 3, 0, 2] and counts == [2, 1, 2, 0]
+    for bad in ([0, -1], [3, 4]):
+        with pytest.raises(ValueError, match=r"layer index reaches .* outside the INR's \[0, 4\) MLPs"):
+            group_by_mlp(torch.tensor(bad), 4)

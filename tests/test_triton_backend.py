@@ -63,7 +63,7 @@ def launch_poisoned(inr, layout, block_m, noise=None, samples=1, mode="reference
     segs, tiles = tb._plan(layout, inr.output_dim, torch.device("cpu"), block_m)
     out = torch.full((layout.numel,), float("nan"))
     with torch.no_grad():
-        inr_forward(tb._stacked(inr), segs, tiles, frequencies(inr.freq_low, inr.freq_high, torch.device("cpu")),
+        inr_forward(inr.stacked(), segs, tiles, frequencies(inr.freq_low, inr.freq_high, torch.device("cpu")),
                     numel=layout.numel, num_rows=layout.num_rows, num_tensors=layout.num_tensors, norm=NORM,
                     samples=samples, noise_scale=0.0, noise_mode=mode, seed=0, noise=noise, precision="ieee",
                     cfg=cfg, out=out)
@@ -87,6 +87,17 @@ def test_random_layouts_and_shapes(seed):
     inr = random_inr(len(shapes), seed, hidden_dim=[24, 32, 40][seed], output_dim=[9, 11, 9][seed],
                    num_freqs=[4, [1, 3], 2][seed])
     assert_close(*both(inr, layout))
+
+
+def test_inference_sees_parameters_changed_in_place(layout):
+    """Without grad the stacked weights are cached: an in-place update must reach the next generate()."""
+    inr = random_inr(len(SHAPES), 4)
+    before = both(inr, layout)[0]
+    with torch.no_grad():
+        inr.model[2].output_layer.bias.add_(0.5)
+    after, want = both(inr, layout)
+    assert_close(after, want)
+    assert not torch.equal(after["linear"], before["linear"])
 
 
 def test_one_layer_mlp_forward_and_gradients(layout):
@@ -206,7 +217,7 @@ def test_custom_op_registration(inr, layout):
     cfg = launch.config(inr.output_dim, block_m=16)
     segs, tiles = tb._plan(layout, inr.output_dim, torch.device("cpu"), 16)
     freqs = frequencies(inr.freq_low, inr.freq_high, torch.device("cpu"))
-    args = (*[w.detach().requires_grad_() for w in tb._stacked(inr)], segs, tiles, freqs,
+    args = (*[w.detach().requires_grad_() for w in inr.stacked()], segs, tiles, freqs,
             layout.coordinates(), None, layout.numel, layout.num_tensors, NORM, 1, 0.0, "reference", 0, "ieee",
             cfg.block_m)
     torch.library.opcheck(torch.ops.neumeta_fast.triton_generate.default, args,

@@ -1,7 +1,7 @@
 """The CUDA C++ backend: the whole generate() in one fused kernel launch (csrc/cuda/inr_fused.cu).
 
 Layers, each small: the torch ops `neumeta_fast::inr_forward` / `philox_noise` (csrc/cuda/bindings.cpp,
-CUDA and Meta kernels) <- `_launch` (packs the INR's weights and the layout's segment table) <-
+CUDA and Meta kernels) <- `_launch` (the INR's stacked weights and the layout's segment table) <-
 `_Generate` (autograd: the backward recomputes the forward with the torch backend on the same noise
 and lets autograd differentiate it) <- `generate_flat`.
 
@@ -18,10 +18,9 @@ import weakref
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import noise as _noise
-from ..inr import INR
+from ..inr import INR, check_mlp_index
 from ..layout import Layout
 from . import torch_backend
 from .request import Request
@@ -69,10 +68,6 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return (n + multiple - 1) // multiple * multiple
-
-
 def _segment_table(layout: Layout, tile_rows: int, device: torch.device) -> tuple[torch.Tensor, int]:
     """int64 [segments, 8] rows of neumeta::SegmentDesc and the tile count (cached per layout)."""
     cache = _tables.setdefault(layout, {})
@@ -86,38 +81,10 @@ def _segment_table(layout: Layout, tile_rows: int, device: torch.device) -> tupl
     return cache[key]
 
 
-def _pack(inr: INR, dtype: torch.dtype, column_multiple: int) -> list[torch.Tensor]:
-    """The INR's weights as the kernel reads them: per-MLP stacks, transposed to [in, out], zero-padded."""
-    h, n_in = inr.hidden_dim, inr.in_features
-    in_pad, h_pad = _round_up(n_in, 16), _round_up(h, 32)
-    ldw = _round_up(h_pad, column_multiple)
-    mlps, L, nb = inr.model, inr.num_tensors, inr.num_layers - 1
-    with torch.no_grad():
-        w0t = F.pad(torch.stack([m.initial_layer.weight for m in mlps]).transpose(1, 2), (0, ldw - h, 0, in_pad - n_in))
-        b0 = F.pad(torch.stack([m.initial_layer.bias for m in mlps]), (0, ldw - h))
-        if nb:
-            wb = torch.stack([torch.stack([b.weight for b in m.residual_blocks]) for m in mlps])
-            wbt = F.pad(wb.transpose(2, 3), (0, ldw - h, 0, h_pad - h))
-            bb = F.pad(torch.stack([torch.stack([b.bias for b in m.residual_blocks]) for m in mlps]), (0, ldw - h))
-            scalars = torch.stack([torch.stack(list(m.scalars)) for m in mlps])
-        else:
-            device = w0t.device
-            wbt = torch.empty(L, 0, h_pad, ldw, device=device)
-            bb = torch.empty(L, 0, ldw, device=device)
-            scalars = torch.empty(L, 0, device=device)
-        wo = F.pad(torch.stack([m.output_layer.weight for m in mlps]), (0, h_pad - h))
-        bo = torch.stack([m.output_layer.bias for m in mlps])
-        cast = [t.to(dtype).contiguous() for t in (w0t, b0, wbt, bb)]
-        return cast + [scalars.float().contiguous(), wo.to(dtype).contiguous(), bo.to(dtype).contiguous()]
-
-
 def _check_routes(layout: Layout, req: Request, num_tensors: int) -> None:
     """Explicit reference-mode noise may move the layer index out of [0, L): refuse, as the torch backend."""
     col0 = layout.coordinates(req.device)[:, 0] + req.noise_tensor[:, :, 0]
-    idx = col0.to(torch.int64)
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= num_tensors:
-        raise ValueError(f"noisy layer index reaches [{lo}, {hi}], outside the INR's [0, {num_tensors}) MLPs")
+    check_mlp_index(col0.to(torch.int64), num_tensors)
 
 
 def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
@@ -126,7 +93,7 @@ def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
     segments, num_tiles = _segment_table(layout, tile_rows, req.device)
     noise = None if req.noise_tensor is None else req.noise_tensor.to(req.device, torch.float32).contiguous()
     return torch.ops.neumeta_fast.inr_forward(
-        *_pack(inr, req.dtype, column_multiple), segments, noise, seed, req.noise, req.samples,
+        *inr.stacked(req.dtype, column_multiple=column_multiple), segments, noise, seed, req.noise, req.samples,
         _NOISE_MODES[req.noise_mode], req.norm, inr.freq_low, inr.num_freqs, layout.num_rows, num_tiles, layout.numel)
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import _C
 from ..encoding import fourier_features, frequencies, norm_tensor, normalise
-from ..inr import INR
+from ..inr import INR, group_by_mlp
 from ..layout import Layout, Segment
 from .request import Request
 
@@ -156,11 +156,7 @@ def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track
 def _sample_routed(inr, layout, coords, weights, req, encoding, sink, track_grad):
     """Reference-mode noise: the MLP is int(noisy column 0), so rows are grouped by one stable sort."""
     mlp_index = coords[:, 0].to(torch.int64)  # truncation toward zero, as the reference's int()
-    lo, hi = int(mlp_index.min()), int(mlp_index.max())
-    if lo < 0 or hi >= inr.num_tensors:
-        raise ValueError(f"noisy layer index reaches [{lo}, {hi}], outside the INR's [0, {inr.num_tensors}) MLPs")
-    order = torch.argsort(mlp_index, stable=True)
-    counts = torch.bincount(mlp_index, minlength=inr.num_tensors).tolist()
+    order, counts = group_by_mlp(mlp_index, inr.num_tensors)
     grouped = coords[order]
     step = _chunk_rows(inr, req.device)
     full = slice(0, inr.output_dim)

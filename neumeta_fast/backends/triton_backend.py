@@ -68,23 +68,6 @@ def _plan(layout: Layout, output_dim: int, device: torch.device, block_m: int) -
     return cache[key]
 
 
-def _stacked(inr: INR) -> tuple[torch.Tensor, ...]:
-    """Per-MLP parameters stacked over tensors (differentiable): w0, b0, wr, br, sc, wo, bo."""
-    mlps = list(inr.model)
-    w0 = torch.stack([m.initial_layer.weight for m in mlps])
-    b0 = torch.stack([m.initial_layer.bias for m in mlps])
-    if inr.num_layers > 1:
-        wr = torch.stack([torch.stack([b.weight for b in m.residual_blocks]) for m in mlps])
-        br = torch.stack([torch.stack([b.bias for b in m.residual_blocks]) for m in mlps])
-        sc = torch.stack([torch.stack(list(m.scalars)) for m in mlps])
-    else:
-        L, H = b0.shape
-        wr, br, sc = w0.new_zeros(L, 0, H, H), w0.new_zeros(L, 0, H), w0.new_zeros(L, 0)
-    wo = torch.stack([m.output_layer.weight for m in mlps])
-    bo = torch.stack([m.output_layer.bias for m in mlps])
-    return w0, b0, wr, br, sc, wo, bo
-
-
 # -- custom ops --------------------------------------------------------------------------------------
 @torch.library.custom_op("neumeta_fast::triton_generate", mutates_args=())
 def _generate_op(w0: torch.Tensor, b0: torch.Tensor, wr: torch.Tensor, br: torch.Tensor, sc: torch.Tensor,
@@ -167,5 +150,5 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     philox = req.noise_tensor is None and req.noise > 0
     freqs = frequencies(inr.freq_low, inr.freq_high, req.device)
     return torch.ops.neumeta_fast.triton_generate(
-        *_stacked(inr), segs, tiles, freqs, coords, req.noise_tensor, layout.numel, layout.num_tensors, req.norm,
+        *inr.stacked(), segs, tiles, freqs, coords, req.noise_tensor, layout.numel, layout.num_tensors, req.norm,
         req.samples, req.noise, req.noise_mode, req.seed() if philox else 0, precision, cfg.block_m)

@@ -5,6 +5,7 @@ Rows follow SPEC 2 (one coordinate per (tensor, a, b), a-major, tensors in
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Mapping
 
@@ -28,7 +29,14 @@ def learnable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def params_layout(params: Mapping[str, torch.Tensor]) -> Layout:
-    return Layout.from_shapes([(name, tuple(t.shape)) for name, t in params.items()])
+    """The Layout of `params`, shared by every call with the same names and shapes, so that the
+    coordinate table and the backends' plans cached on it are built once."""
+    return _layout_of(tuple((name, tuple(t.shape)) for name, t in params.items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout_of(entries: tuple[tuple[str, tuple[int, ...]], ...]) -> Layout:
+    return Layout.from_shapes(entries)
 
 
 def learnable_layout(model: nn.Module) -> Layout:

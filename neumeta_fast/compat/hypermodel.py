@@ -9,7 +9,7 @@ import torch
 
 from ..backends.torch_backend import _mlp, _use_fused_cpu, _weights
 from ..encoding import fourier_features, frequencies
-from ..inr import INR, FreqSpec
+from ..inr import INR, FreqSpec, group_by_mlp
 
 
 class NeRF_ResMLP_Compose(INR):
@@ -49,14 +49,10 @@ class NeRF_ResMLP_Compose(INR):
             raise ValueError(f"layer_id must have one entry per row ({pe.shape[0]}), got shape {tuple(layer_id.shape)}")
         if pe.shape[0] == 0:
             return pe.new_zeros(0, self.output_dim)
-        lo, hi = int(layer_id.min()), int(layer_id.max())
-        if lo < 0 or hi >= self.num_tensors:
-            # the reference would index its MLP list with these: -1 silently picks the last MLP
-            raise ValueError(f"layer ids reach [{lo}, {hi}], outside the MLPs [0, {self.num_tensors})")
+        # ids outside [0, L) raise: the reference would index its MLP list with them (-1 picks the last MLP)
+        order, counts = group_by_mlp(layer_id, self.num_tensors)
         track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         weights = _weights(self, torch.float32, _use_fused_cpu(pe.device, torch.float32, track_grad))
-        order = torch.argsort(layer_id, stable=True)
-        counts = torch.bincount(layer_id, minlength=self.num_tensors).tolist()
         grouped = pe[order]
         cols = slice(0, self.output_dim)
         outs, start = [], 0

@@ -6,30 +6,18 @@ relies on `learnable_parameter` sharing storage with them instead.
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..generate import generate
+from ..generate import generate, generate_into, write_weights
 from ..inr import INR
 from ..layout import Layout, centre_start
 from ._device import resolve_device
 from .coordinates import layout_indices, learnable_layout, learnable_parameters, params_layout
-
-
-def write_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Copy generated tensors into the model's parameters/buffers of the same state-dict names."""
-    state = model.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for name, w in weights.items():
-            if name not in state:
-                raise KeyError(f"learnable_parameter names {name!r}, which is not in "
-                               f"{type(model).__name__}.state_dict(): cannot write the generated tensor")
-            if state[name].shape != w.shape:
-                raise ValueError(f"{name!r}: the model's tensor has shape {tuple(state[name].shape)}, "
-                                 f"generated {tuple(w.shape)}")
-            state[name].copy_(w)
 
 
 def _selected_names(params: Mapping[str, torch.Tensor], key_mask: Mapping[str, torch.Tensor],
@@ -58,16 +46,34 @@ def _row_owner(key_mask: Mapping[str, torch.Tensor], names: list[str], num_rows:
     return masks[:, covered].to(torch.int64).argmax(0)
 
 
-def _canonical_noise(layout: Layout, owner: torch.Tensor, coords: torch.Tensor, indices: torch.Tensor,
+@dataclass(frozen=True)
+class _Selection:
+    """The selected tensors' Layout and its rows in canonical order: owner (position in the selection),
+    indices and sizes as `sample_coordinates` gives them. Shared between calls: do not modify."""
+
+    layout: Layout
+    owner: torch.Tensor
+    indices: torch.Tensor
+    sizes: torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _selection(full: Layout, names: tuple[str, ...]) -> _Selection:
+    """Built once per (model layout, selected names): a new Layout per call would rebuild its coordinates
+    and the backends' plans every training step."""
+    layout = full.subset(names)
+    owner = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor([s.rows for s in layout.segments]))
+    return _Selection(layout, owner, *layout_indices(layout))
+
+
+def _canonical_noise(selection: _Selection, owner: torch.Tensor, coords: torch.Tensor, indices: torch.Tensor,
                      sizes: torch.Tensor) -> torch.Tensor | None:
     """Noise d with `layout.coordinates() + d == coords` bit for bit, when rows are in the layout's own
     order (the case `sample_coordinates` + `sample_subset` produce); None otherwise."""
-    expected_owner = torch.repeat_interleave(torch.arange(len(layout)), torch.tensor([s.rows for s in layout.segments]))
-    canon_indices, canon_sizes = layout_indices(layout)
-    if not (torch.equal(owner, expected_owner) and torch.equal(torch.as_tensor(indices).cpu(), canon_indices)
-            and torch.equal(torch.as_tensor(sizes).cpu(), canon_sizes)):
+    if not (torch.equal(owner, selection.owner) and torch.equal(torch.as_tensor(indices).cpu(), selection.indices)
+            and torch.equal(torch.as_tensor(sizes).cpu(), selection.sizes)):
         return None
-    base = layout.coordinates(coords.device)
+    base = selection.layout.coordinates(coords.device)
     noise = coords - base
     return noise if torch.equal(base + noise, coords) else None  # exact for |noise| <= 0.5
 
@@ -110,10 +116,11 @@ def sample_weights(hyper_model, model_cls, coords_tensor, keys_list, indices_lis
     names = _selected_names(params, key_mask, selected_keys)
     coords = torch.as_tensor(coords_tensor).to(device=device, dtype=torch.float32)
     owner = _row_owner(key_mask, names, coords.shape[0])
-    layout = params_layout(params).subset(names)
-    noise = _canonical_noise(layout, owner, coords, indices_list, size_list) if isinstance(hyper_model, INR) else None
+    selection = _selection(params_layout(params), tuple(names))
+    noise = (_canonical_noise(selection, owner, coords, indices_list, size_list)
+             if isinstance(hyper_model, INR) else None)
     if noise is not None:
-        weights = generate(hyper_model, layout, norm=float(NORM), noise_mode="reference",
+        weights = generate(hyper_model, selection.layout, norm=float(NORM), noise_mode="reference",
                            noise_tensor=noise.unsqueeze(0) if noise.any() else None)
     else:
         weights = _generic(hyper_model, params, names, owner, coords, indices_list, float(NORM))
@@ -125,11 +132,8 @@ def _generate_into(hyper_model, model: nn.Module, *, norm, noise: float, samples
     if not isinstance(hyper_model, INR):
         raise TypeError(f"hyper_model must be a neumeta_fast hyper-model (NeRF_ResMLP_Compose, NeRF_MLP_Compose "
                         f"or INR), got {type(hyper_model).__name__}: load its state dict into one")
-    with torch.no_grad():
-        weights = generate(hyper_model, learnable_layout(model), norm=float(norm), noise=float(noise),
-                           samples=samples, noise_mode="reference")
-    write_weights(model, weights)
-    return model.eval()
+    return generate_into(hyper_model, model, learnable_layout(model), norm=float(norm), noise=float(noise),
+                         samples=samples, noise_mode="reference").eval()
 
 
 def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
