@@ -208,6 +208,19 @@ def test_non_finite_inputs_are_named():
         generate(inr, layout, norm=16, noise_tensor=eps)
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_overflow_in_the_mlp_is_reported(sign):
+    """Finite parameters whose outputs overflow to +inf or -inf: the output check names the overflow."""
+    _, layout, inr = case(0)
+    with torch.no_grad():
+        inr.model[0].output_layer.bias.fill_(sign * 3e38)
+        inr.model[0].output_layer.weight.fill_(sign * 3e38)
+    with pytest.raises(ValueError, match="overflow"):
+        generate(inr, layout, norm=16)
+    weights = generate(inr, layout, norm=16, check_finite=False)  # opting out returns them as they are
+    assert not all(torch.isfinite(w).all() for w in weights.values())
+
+
 def test_kernel_larger_than_output_dim():
     layout = Layout.from_shapes([("stem.weight", (4, 3, 7, 7))])
     with pytest.raises(ValueError, match="stem.weight"):

@@ -1,4 +1,6 @@
 """The fused CPU ResMLP (`_C.resmlp_forward`, csrc/cpu/resmlp.cpp) against the eager formula of SPEC 2."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -33,6 +35,29 @@ def test_matches_eager(rows, num_layers, hidden):
         got = fused(mlp, pe)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_scratch_reuse_across_sizes_and_threads():
+    """The op keeps its activation buffers per thread between calls: shrinking, growing and
+    concurrent calls of other shapes must not leak one call's activations into another's result."""
+    mlps = {h: random_inr(1, seed=h, hidden_dim=h, num_layers=3, num_freqs=2).model[0] for h in (8, 24)}
+    calls = [(h, rows) for rows in (300, 5, 1000, 64) for h in (24, 8)]
+    inputs = [torch.randn(rows, mlps[h].initial_layer.in_features) for h, rows in calls]
+    with torch.no_grad():
+        want = [eager_resmlp(mlps[h], pe) for (h, _), pe in zip(calls, inputs)]
+        got = [fused(mlps[h], pe) for (h, _), pe in zip(calls, inputs)]
+
+    def in_thread(i):
+        with torch.no_grad():  # grad mode is per thread
+            return fused(mlps[calls[i][0]], inputs[i])
+
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(in_thread, list(range(len(calls))) * 3))
+    for i, (w, g) in enumerate(zip(want, got)):
+        assert (g - w).abs().max().item() <= 1e-5 * w.abs().max().item(), calls[i]
+    for j, g in enumerate(threaded):
+        w = want[j % len(calls)]
+        assert (g - w).abs().max().item() <= 1e-5 * w.abs().max().item(), calls[j % len(calls)]
 
 
 @pytest.mark.parametrize("a_size,b_size,row_start,rows", [(5, 3, 0, 15), (5, 3, 4, 7), (1, 1, 0, 1), (9, 1, 2, 6)])
