@@ -3,6 +3,10 @@
     python benchmarks/bench_tsp.py            # full table (a few minutes on 2 cores)
     python benchmarks/bench_tsp.py --quick    # n <= 256 only
 
+Instance kinds: "struct" (clustered low-rank rows plus noise, d = 576), "uniform"
+(symmetrised i.i.d. entries, no geometry) and "weights" (the city matrices smooth()
+builds for the channel groups of a seeded, untrained ResNet-18, n = 64..512).
+
 Prints markdown tables. All solvers get the same open-path instances (free
 ends, as a tour through a dummy city at distance 0 where a solver only knows
 tours); every cost is recomputed in float64 from the float matrix. Times are
@@ -23,6 +27,9 @@ import numpy as np
 import torch
 
 from neumeta_fast import tsp
+from neumeta_fast.channel_groups import channel_groups
+from neumeta_fast.models import resnet18
+from neumeta_fast.smoothing import _city_rows
 
 try:
     import fast_tsp
@@ -52,6 +59,19 @@ def uniform_instance(n: int, seed: int) -> np.ndarray:
     """Independent uniform entries (symmetrised): no geometry at all."""
     a = np.random.default_rng(seed).random((n, n))
     return a + a.T
+
+
+WEIGHT_SIZES = (64, 128, 256, 512)  # the channel counts of ResNet-18's groups
+
+
+def weight_instance(n: int, seed: int) -> np.ndarray:
+    """What smooth() solves: the first channel group of n channels of a seeded, untrained ResNet-18
+    (ImageNet shapes), one row per channel holding every tensor slice of the group, L1 distances."""
+    torch.manual_seed(seed)
+    model = resnet18().eval()
+    group = next(g for g in channel_groups(model, torch.randn(1, 3, 64, 64)) if g.channels == n)
+    x = _city_rows(group, dict(model.named_parameters())).double()
+    return torch.cat([torch.cdist(x[i : i + 256], x, p=1) for i in range(0, n, 256)]).numpy()
 
 
 def _with_dummy(dist: np.ndarray, top: float) -> np.ndarray:
@@ -99,11 +119,11 @@ def _cell(result, best):
     return f"{seconds * 1e3:.0f} ms / {gap:.4f}%"
 
 
-def large_table(sizes, kinds):
+def large_table(kinds):
     header = ["kind", "n"] + [f"ours {b * 1e3:g} ms" for b in BUDGETS] + ["ours converged"]
     header += ["fast-tsp 100 ms", "fast-tsp 1 s", "elkai 1 trial", "elkai default"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for kind, make in kinds:
+    for kind, make, sizes in kinds:
         for n in sizes:
             dist = make(n, seed=n)
             row = {f"b{b}": run_ours(dist, b) for b in BUDGETS}
@@ -157,7 +177,8 @@ def main():
     small = small_table([8, 12, 13, 14, 16])
     print()
     sizes = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024, 2048]
-    large = large_table(sizes, [("struct", struct_instance), ("uniform", uniform_instance)])
+    large = large_table([("struct", struct_instance, sizes), ("uniform", uniform_instance, sizes),
+                         ("weights", weight_instance, [n for n in WEIGHT_SIZES if n <= max(sizes)])])
     print("\n" + "\n".join(small) + "\n\n" + "\n".join(large))
 
 
