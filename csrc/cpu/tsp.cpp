@@ -148,30 +148,43 @@ class Search {
   // Minimum spanning tree of the real cities under d(a, b) + pi[a] + pi[b]
   // (Prim on the dense matrix, one row read per city). Fills parent_,
   // parent_w_ (the transformed length of the edge to the parent) and
-  // tree_order_ (parents before children); returns the tree's length.
+  // tree_order_ (parents before children); returns the tree's length. The
+  // cities not yet in the tree are kept packed (swap-remove), with their
+  // keys, parents and penalties alongside: each row scan touches only them,
+  // in a branch-free loop, half the work of scanning all n.
   double spanning_tree(const std::vector<double>& pi) {
     const int n = d_.n;
     parent_.assign(n, -1);
     parent_w_.assign(n, 0.0);
     tree_order_.clear();
-    std::vector<double> key(n, kInf);
-    std::vector<char> done(n, 0);
+    rest_.resize(n), rest_key_.assign(n, kInf), rest_parent_.assign(n, -1), rest_pi_.resize(n);
+    for (int c = 0; c < n; ++c) rest_[c] = c, rest_pi_[c] = pi[c];
+    int* rest = rest_.data();
+    int* par = rest_parent_.data();
+    double* key = rest_key_.data();
+    double* rpi = rest_pi_.data();
     double length = 0;
-    key[0] = 0;
-    for (int u = 0; u >= 0;) {
-      done[u] = 1;
+    for (int r = n, i = 0; r > 0;) {  // i: where the next city to join sits in the packed arrays
+      const int u = rest[i];
       tree_order_.push_back(u);
-      parent_w_[u] = key[u];
-      length += key[u];
+      parent_[u] = par[i];
+      parent_w_[u] = par[i] < 0 ? 0.0 : key[i];
+      length += parent_w_[u];
+      --r;
+      rest[i] = rest[r], key[i] = key[r], par[i] = par[r], rpi[i] = rpi[r];
       const T* w = d_.w + size_t(u) * n;
-      int next = -1;
-      for (int c = 0; c < n; ++c) {
-        if (done[c]) continue;
-        const double v = double(w[c]) + pi[u] + pi[c];
-        if (v < key[c]) key[c] = v, parent_[c] = u;
-        if (next < 0 || key[c] < key[next]) next = c;
+      const double pu = pi[u];
+      double best = kInf;
+      i = 0;
+      for (int j = 0; j < r; ++j) {
+        const double v = double(w[rest[j]]) + pu + rpi[j];
+        const bool lt = v < key[j];
+        key[j] = lt ? v : key[j];
+        par[j] = lt ? u : par[j];
+        const bool nb = key[j] < best;
+        best = nb ? key[j] : best;
+        i = nb ? j : i;
       }
-      u = next;
     }
     return length;
   }
@@ -538,6 +551,8 @@ class Search {
   // Spanning tree for the candidates: penalties, parents, edge lengths, order.
   std::vector<double> pi_, parent_w_;
   std::vector<int> parent_, tree_order_;
+  std::vector<double> rest_key_, rest_pi_;  // spanning_tree's packed arrays
+  std::vector<int> rest_, rest_parent_;
   std::vector<char> queued_;
   // The move in progress (see feasible()) and its segment bookkeeping.
   int t_[2 * kMaxK], first_[kMaxK], order_[kMaxK], slot_[2 * kMaxK], partner_[2 * kMaxK];
