@@ -25,12 +25,13 @@ constexpr int kCandidates = 6;       // candidates searched per city (the dummy 
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
 // Subgradient ascent before the candidates: at most this many steps, and
-// at most this many distance reads in all (each step reads the matrix once;
-// 30 steps up to n = 2000: at 2048, 30 steps against 7 gave 0.105% against
-// 0.143% at 1 s).
+// at most kAscentWork / n^2 of them (30 up to n = 2000; at 2048, 30 steps
+// against 7 gave 0.105% against 0.143% at 1 s).
 constexpr int kAscentSteps = 30;
 constexpr int64_t kAscentWork = 120'000'000;
-constexpr double kAscentShare = 0.4;  // and, with a time limit, at most this share of it (0.2, 0.3, 0.5, 0.6: worse at n = 2048, 100 ms)
+// With a time limit, the ascent stops after this share of it (at n = 2048
+// with 100 ms: 0.2 and 0.3 worse, 0.5 level, 0.6 worse).
+constexpr double kAscentShare = 0.4;
 constexpr double kAscentStep = 0.1;   // first step, relative to the mean tree edge
 constexpr double kAscentDecay = 0.9;
 constexpr int kMaxK = 5;             // exchanges in one sequential move
