@@ -36,7 +36,7 @@ def _check(inr: INR, layout: Layout, norm: float, noise: float, samples: int, no
         if tuple(noise_tensor.shape) != expected or noise_tensor.dtype != torch.float32:
             raise ValueError(f"noise_tensor must be float32 of shape {expected}, got "
                              f"{noise_tensor.dtype} {tuple(noise_tensor.shape)}")
-        if not torch.isfinite(noise_tensor).all():
+        if not _all_finite(noise_tensor):
             raise ValueError("noise_tensor contains NaN or inf")
 
 
