@@ -86,19 +86,23 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 def generate_into(inr: INR, module: nn.Module, layout: Layout, **kwargs) -> nn.Module:
     """Generate the layout's tensors and copy them into `module`'s tensors of the same names, in place."""
-    _writable_state(module, ((s.name, s.shape) for s in layout.segments))  # fail before generating
-    with torch.no_grad():
-        return write_weights(module, generate(inr, layout, **kwargs))
+    state = _writable_state(module, ((s.name, s.shape) for s in layout.segments))  # fail before generating
+    with torch.no_grad():  # the copies are outside autograd, so no graph is built for them
+        _copy_into(state, generate(inr, layout, **kwargs))
+    return module
 
 
 def write_weights(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
     """Copy `weights` into `module`'s state-dict tensors (parameters or buffers) of the same names, in
     place and outside autograd; returns `module`."""
-    state = _writable_state(module, ((name, w.shape) for name, w in weights.items()))
+    _copy_into(_writable_state(module, ((name, w.shape) for name, w in weights.items())), weights)
+    return module
+
+
+def _copy_into(state: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, w in weights.items():
             state[name].copy_(w)
-    return module
 
 
 def _writable_state(module: nn.Module, shapes: Iterable[tuple[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
