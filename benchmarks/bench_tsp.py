@@ -29,7 +29,7 @@ import torch
 from neumeta_fast import tsp
 from neumeta_fast.channel_groups import channel_groups
 from neumeta_fast.models import resnet18
-from neumeta_fast.smoothing import _city_rows
+from neumeta_fast.smoothing import city_rows
 
 try:
     import fast_tsp
@@ -70,7 +70,7 @@ def weight_instance(n: int, seed: int) -> np.ndarray:
     torch.manual_seed(seed)
     model = resnet18().eval()
     group = next(g for g in channel_groups(model, torch.randn(1, 3, 64, 64)) if g.channels == n)
-    x = _city_rows(group, dict(model.named_parameters())).double()
+    x = city_rows(group, dict(model.named_parameters())).double()
     return torch.cat([torch.cdist(x[i : i + 256], x, p=1) for i in range(0, n, 256)]).numpy()
 
 

@@ -82,7 +82,7 @@ def smooth(model: nn.Module, example_inputs: Any, *, time_limit: float | None = 
 
 def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) -> GroupReport:
     start = time.perf_counter()
-    rows = _city_rows(group, parameters)
+    rows = city_rows(group, parameters)
     identity = torch.arange(group.channels, device=rows.device)
     cost_before = cost_after = _path_cost(rows, identity)
     applied = False
@@ -101,8 +101,11 @@ def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) ->
     return GroupReport(label, group.channels, rows.shape[1], cost_before, cost_after, applied, seconds, solver_seconds)
 
 
-def _city_rows(group: ChannelGroup, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[channels, features]: each parameter slice of the group, channel axis first, flattened and concatenated."""
+def city_rows(group: ChannelGroup, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The cities `smooth` orders for `group`: [channels, features], each parameter slice of the
+    group with its channel axis first, flattened and concatenated (float32, on the parameters'
+    device). `smooth` tries the order `tsp.path_order` gives these rows and keeps it when the
+    path gets shorter and the touched tensors' variation does not grow."""
     pieces = []
     for piece in group.slices:
         if piece.name in parameters:

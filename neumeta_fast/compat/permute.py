@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import tsp
 from ..channel_groups import ChannelSlice, channel_groups
-from ..smoothing import _city_rows
+from ..smoothing import city_rows
 
 _AXIS_MODES = {0: "out_channels", 1: "in_channels"}
 _MODE_AXES = {mode: axis for axis, mode in _AXIS_MODES.items()}
@@ -56,7 +56,7 @@ class PermutationManager:
         tensors = _tensors(self.model)
         permute: dict[str, dict[str, torch.Tensor]] = {}
         for group in channel_groups(self.model, self.example_tensor):
-            cities = _city_rows(group, parameters)
+            cities = city_rows(group, parameters)
             if group.channels < 2 or cities.shape[1] == 0:
                 continue
             order = tsp.path_order(cities).cpu()
