@@ -1,28 +1,18 @@
-"""Checkpoints: written atomically (temp file in the same folder + os.replace), read with weights_only=True."""
+"""Checkpoints: written atomically (see atomic.py), read with weights_only=True."""
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 
 import torch
+
+from .atomic import atomic_open
 
 
 def save(obj: dict, path: str) -> None:
     """Write `obj` to `path` so that a crash leaves either the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load(path: str) -> dict:

@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import data as _data
+from .atomic import atomic_open
 from .baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, train_model
 from .models.family import fraction_width, named_family
 from .objective import task as _task
@@ -212,8 +212,6 @@ def _write_outputs(results: dict, out: str) -> None:
     """results.json and the plot, each written to a temp file and renamed (never half-written)."""
     os.makedirs(out, exist_ok=True)
     from .plot import plot_results
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_open(os.path.join(out, "results.json")) as fh:
         json.dump(results, fh, indent=2)
-    os.replace(tmp, os.path.join(out, "results.json"))
     plot_results(results, os.path.join(out, f"{results['metric']}_vs_width.png"))

@@ -1,8 +1,7 @@
 """Accuracy (or MSE) against width, one line per method with error bars (matplotlib, Agg)."""
 from __future__ import annotations
 
-import os
-import tempfile
+from .atomic import atomic_open
 
 
 def plot_results(results: dict, path: str) -> None:
@@ -27,12 +26,8 @@ def plot_results(results: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from . import checkpoint as _ckpt
 from . import data as _data
 from . import distributed as _dist
+from .atomic import atomic_open
 from .baselines import train_model
 from .models.family import named_family
 from .objective import task as _task
@@ -195,7 +195,5 @@ def _check_same_run(saved: dict, run: RunConfig, path: str) -> None:
 
 
 def _write_json(obj: dict, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as fh:
+    with atomic_open(path) as fh:
         json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)

@@ -110,6 +110,12 @@ def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["ck.pt"]  # no temp file left behind
 
 
+def test_saved_checkpoint_has_the_mode_of_a_plainly_written_file(tmp_path):
+    checkpoint.save({"a": torch.ones(2)}, str(tmp_path / "ck.pt"))
+    (tmp_path / "plain").write_bytes(b"")
+    assert os.stat(tmp_path / "ck.pt").st_mode == os.stat(tmp_path / "plain").st_mode
+
+
 def test_training_lowers_the_loss_and_evaluates_every_width(setup):
     family, base, data = setup
     trainer = Trainer(family, base, data, TrainConfig(**{**TINY, "steps": 30, "lr": 3e-3}))
