@@ -149,6 +149,73 @@ def test_reaches_best_known(kind, n, seed, best):
     assert tsp.cost(d, tsp.solve(d, seed=0)) == pytest.approx(best, rel=1e-4)
 
 
+def _on_a_line(n, seed, shift=0.0):
+    """Shuffled points on a line (|x_i - x_j| + shift off the diagonal) and the optimal
+    path and tour lengths: every order that sweeps the line once (path) or out and back
+    (tour) is optimal, and a constant shift moves every path by (n - 1) shift, every tour
+    by n shift."""
+    x = np.random.default_rng(seed).random(n)
+    d = np.abs(x[:, None] - x[None]) + shift
+    np.fill_diagonal(d, 0.0)
+    span = x.max() - x.min()
+    return d, span + (n - 1) * shift, 2 * span + n * shift
+
+
+def _on_a_circle(n, seed):
+    """Shuffled points on a circle, Euclidean: the circle order is the optimal tour
+    (a convex polygon), and the optimal path is that tour without its longest edge."""
+    a = np.sort(np.random.default_rng(seed).random(n) * 2 * np.pi)
+    x = np.stack([np.cos(a), np.sin(a)], 1)
+    edges = np.linalg.norm(x - np.roll(x, -1, 0), axis=1)
+    perm = np.random.default_rng(seed + 1).permutation(n)
+    x = x[perm]
+    return np.linalg.norm(x[:, None] - x[None], axis=-1), edges.sum() - edges.max(), edges.sum()
+
+
+@pytest.mark.parametrize("n", [5, 9, 16])
+@pytest.mark.parametrize("path", [True, False])
+def test_lower_bound_is_the_optimum_in_the_exact_range(n, path):
+    d = _sym(np.random.default_rng(300 + n), n)
+    assert tsp.lower_bound(d, path=path) == pytest.approx(_held_karp_np(d, path), rel=1e-12)
+
+
+@pytest.mark.parametrize("instance", ["line", "line shifted negative", "circle"])
+@pytest.mark.parametrize("path", [True, False])
+def test_lower_bound_never_exceeds_a_known_optimum(instance, path):
+    n = 120
+    if instance == "circle":
+        d, best_path, best_tour = _on_a_circle(n, 1)
+    else:
+        d, best_path, best_tour = _on_a_line(n, 2, shift=-1.5 if "negative" in instance else 0.0)
+    best = best_path if path else best_tour
+    bound = tsp.lower_bound(d, path=path)
+    assert bound <= best * (1 + 1e-12) if best > 0 else bound <= best + 1e-9 * n
+    assert tsp.cost(d, tsp.solve(d, path=path), path) >= bound - 1e-9 * abs(bound)
+    if path:  # the 1-tree through the path's free ends is tight here
+        assert bound == pytest.approx(best, rel=1e-6)
+
+
+def test_lower_bound_is_close_on_clustered_rows():
+    # The ascent's strength: its bound on test_reaches_best_known's clustered n = 128
+    # instance is 0.02% below the best-known path (solve()'s 30 geometric steps leave
+    # such bounds 0.4-0.5% below).
+    d = _clustered(128, 129)
+    bound = tsp.lower_bound(d)
+    assert 86677.08026718056 * (1 - 5e-4) <= bound <= 86677.08026718056
+
+
+def test_lower_bound_rejects_what_solve_rejects():
+    d = _sym(np.random.default_rng(0), 20)
+    d[1, 3] += 0.5
+    with pytest.raises(ValueError, match=r"symmetric.*dist\[1, 3\]"):
+        tsp.lower_bound(d)
+    d[1, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        tsp.lower_bound(d)
+    with pytest.raises(ValueError, match="square"):
+        tsp.lower_bound(np.zeros((3, 4)))
+
+
 def _fuzz_cases():
     rng = np.random.default_rng(7)
     for n in [0, 1, 2, 3, 4, 7, 12, 13, 40]:
@@ -171,6 +238,15 @@ def test_always_a_permutation(name, d, path):
     order = tsp.solve(d, path=path)
     assert _is_perm(order, n)
     assert np.isfinite(tsp.cost(d, order, path))
+
+
+@pytest.mark.parametrize("name,d", list(_fuzz_cases()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("path", [True, False])
+def test_lower_bound_below_every_order_found(name, d, path):
+    bound = tsp.lower_bound(d, path=path)
+    c = tsp.cost(d, tsp.solve(d, path=path), path)
+    assert np.isfinite(bound)
+    assert bound <= c + 1e-9 * abs(c) + 1e-300
 
 
 def test_exact_on_ties_and_extreme_magnitudes():

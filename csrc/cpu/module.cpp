@@ -15,30 +15,34 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-std::vector<int64_t> solve_typed(const py::array& dist, const neumeta::tsp::Options& opt) {
-  const T* data = static_cast<const T*>(dist.data());
-  const int64_t n = dist.shape(0);
-  py::gil_scoped_release release;
-  return neumeta::tsp::solve(data, n, opt);
-}
-
-// dist: C-contiguous square float32 or float64 array (the Python wrapper converts anything else).
-py::array_t<int64_t> tsp_solve(const py::array& dist, bool path, double time_limit, uint64_t seed) {
+// Calls fn(data, n) with the typed data of `dist`, a C-contiguous square
+// float32 or float64 array (the Python wrapper converts anything else),
+// without the GIL.
+template <typename Fn>
+auto with_matrix(const py::array& dist, Fn fn) {
   if (dist.ndim() != 2 || dist.shape(0) != dist.shape(1))
     throw std::invalid_argument("dist must be a square 2-D array, got " + std::to_string(dist.ndim()) + " dimensions");
   if (!(dist.flags() & py::array::c_style)) throw std::invalid_argument("dist must be C-contiguous");
-  const neumeta::tsp::Options opt{path, time_limit, seed};
-  std::vector<int64_t> order;
-  if (dist.dtype().is(py::dtype::of<float>()))
-    order = solve_typed<float>(dist, opt);
-  else if (dist.dtype().is(py::dtype::of<double>()))
-    order = solve_typed<double>(dist, opt);
-  else
+  const int64_t n = dist.shape(0);
+  const bool f32 = dist.dtype().is(py::dtype::of<float>());
+  if (!f32 && !dist.dtype().is(py::dtype::of<double>()))
     throw std::invalid_argument("dist must be float32 or float64, got " + std::string(py::str(dist.dtype())));
+  const void* data = dist.data();
+  py::gil_scoped_release release;
+  return f32 ? fn(static_cast<const float*>(data), n) : fn(static_cast<const double*>(data), n);
+}
+
+py::array_t<int64_t> tsp_solve(const py::array& dist, bool path, double time_limit, uint64_t seed) {
+  const neumeta::tsp::Options opt{path, time_limit, seed};
+  const std::vector<int64_t> order =
+      with_matrix(dist, [&](const auto* data, int64_t n) { return neumeta::tsp::solve(data, n, opt); });
   py::array_t<int64_t> out(static_cast<py::ssize_t>(order.size()));
   if (!order.empty()) std::memcpy(out.mutable_data(), order.data(), order.size() * sizeof(int64_t));
   return out;
+}
+
+double tsp_lower_bound(const py::array& dist, bool path) {
+  return with_matrix(dist, [&](const auto* data, int64_t n) { return neumeta::tsp::lower_bound(data, n, path); });
 }
 
 }  // namespace
@@ -50,6 +54,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("tsp_solve", &tsp_solve, py::arg("dist"), py::arg("path"), py::arg("time_limit"), py::arg("seed"),
         "Order of the cities of a symmetric float32/float64 matrix (see neumeta_fast.tsp.solve). "
         "time_limit < 0: run until converged. Releases the GIL.");
+  m.def("tsp_lower_bound", &tsp_lower_bound, py::arg("dist"), py::arg("path"),
+        "Lower bound on the shortest path / tour (see neumeta_fast.tsp.lower_bound). Releases the GIL.");
   m.def("fill_coordinates", &neumeta::coordinates::fill, py::arg("out"), py::arg("index"), py::arg("num_tensors"),
         py::arg("a_size"), py::arg("b_size"), py::arg("cols"),
         "Write one tensor's SPEC 2 coordinate rows into out [a_size * b_size, 6] (float32, CPU).",

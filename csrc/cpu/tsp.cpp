@@ -24,9 +24,9 @@ constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
 constexpr int kCandidates = 6;       // candidates searched per city (the dummy included)
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
-// Subgradient ascent before the candidates: at most this many steps, and
-// at most kAscentWork / n^2 of them (30 up to n = 2000; at 2048, 30 steps
-// against 7 gave 0.105% against 0.143% at 1 s).
+// Subgradient ascent before the candidates of solve(): at most this many
+// steps, and at most kAscentWork / n^2 of them (30 up to n = 2000; at 2048,
+// 30 steps against 7 gave 0.105% against 0.143% at 1 s).
 constexpr int kAscentSteps = 30;
 constexpr int64_t kAscentWork = 120'000'000;
 // With a time limit, the ascent stops after this share of it (at n = 2048
@@ -34,6 +34,17 @@ constexpr int64_t kAscentWork = 120'000'000;
 constexpr double kAscentShare = 0.4;
 constexpr double kAscentStep = 0.1;   // first step, relative to the mean tree edge
 constexpr double kAscentDecay = 0.9;
+// lower_bound()'s ascent, on LKH's schedule: the first period lasts
+// max(n / 2, kBoundMinPeriod) steps, and the first step is kBoundFirstStep
+// of the standard deviation of the spanning tree's edges (the step that
+// stops improving the bound is 0.3-0.8 of it on weight rows, clustered and
+// uniform matrices, where LKH's start, a fixed 1e-4 of the mean edge, needs
+// 5 to 12 doublings to get there). The whole ascent takes about 4 first
+// periods; it is shortened to at most kBoundWork / n^2 steps (the full
+// schedule up to n = 632, 95 steps at n = 2048).
+constexpr int kBoundMinPeriod = 100;
+constexpr double kBoundFirstStep = 0.1;
+constexpr double kBoundWork = 4e8;
 constexpr int kMaxK = 5;             // exchanges in one sequential move
 // Candidates tried for the added edge of each exchange (index: exchanges so far).
 constexpr int kBreadth[kMaxK] = {0, 5, 5, 3, 2};
@@ -93,8 +104,10 @@ template <typename T>
 class Search {
  public:
   // With `timed`, the search stops at `deadline` and the subgradient ascent
-  // at `ascent_deadline`.
-  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline)
+  // at `ascent_deadline`. `full_ascent`: LKH's schedule (ascend_full), for
+  // lower_bound(); untimed only.
+  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline,
+         bool full_ascent = false)
       : d_(d),
         m_(d.m),
         k_(std::min(kCandidates, d.m - 1)),
@@ -102,10 +115,14 @@ class Search {
         deadline_(deadline),
         ascent_deadline_(ascent_deadline),
         timed_(timed),
-        restrict_(d.m >= kRestrictMinCities) {
+        restrict_(d.m >= kRestrictMinCities),
+        full_ascent_(full_ascent) {
     build_candidates();
     nearest_neighbour_tour();
   }
+
+  // The Held-Karp lower bound ascend_full() reached (see one_tree).
+  double bound() const { return bound_; }
 
   // Descends to a local optimum; with `kicks`, then kicks it until converged
   // (see kStallPerCity) or the deadline. Returns the tour as cities in order.
@@ -190,12 +207,94 @@ class Search {
     return length;
   }
 
-  // A few steps of Held-Karp subgradient ascent: penalties pi push the
-  // spanning tree towards degree 2 everywhere (closer to a path), which makes
-  // the alpha values of its edges far more telling. Each step is one O(n^2)
-  // tree, so large n get fewer, and a time limit caps them to a share of it.
-  // Leaves pi_ at the best lower bound seen and the tree of pi_ built.
+  // Held-Karp lower bound under penalties pi: a 1-tree, the spanning tree
+  // of the real cities plus a second edge at one city. For paths that city
+  // is the dummy, joined to the two real cities of smallest penalty; for
+  // tours it is the last city Prim added (a leaf), joined to its second
+  // nearest. Fills excess[c] with c's degree in it minus 2 and returns
+  // the bound: the 1-tree's length minus 2 * sum(pi).
+  double one_tree(const std::vector<double>& pi, std::vector<int>& excess) {
+    const int n = d_.n;
+    double bound = spanning_tree(pi);
+    std::fill(excess.begin(), excess.end(), -2);
+    for (int c = 0; c < n; ++c)
+      if (parent_[c] >= 0) ++excess[c], ++excess[parent_[c]];
+    int a = -1, b = -1;  // the cities the extra edges reach
+    double extra = kInf;
+    if (m_ > n) {
+      for (int c = 0; c < n; ++c) {
+        if (a < 0 || pi[c] < pi[a]) b = a, a = c;
+        else if (b < 0 || pi[c] < pi[b]) b = c;
+      }
+      extra = pi[a] + pi[b];
+    } else {
+      a = tree_order_.back();
+      const T* w = d_.w + size_t(a) * n;
+      for (int c = 0; c < n; ++c) {
+        const double v = double(w[c]) + pi[c];
+        if (c != a && c != parent_[a] && v < extra) extra = v, b = c;
+      }
+      extra += pi[a];
+    }
+    ++excess[a], ++excess[b];
+    bound += extra;
+    for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
+    return bound;
+  }
+
+  // Held-Karp subgradient ascent on LKH's schedule (Helsgaun 2000), for
+  // lower_bound(): penalties pi push the 1-tree towards degree 2 everywhere
+  // (towards a tour). The step doubles while the bound improves in the first
+  // phase, then halves with the period; each move mixes the degree excess
+  // now (0.7) and one step ago (0.3). Each step is one O(n^2) tree; see
+  // kBoundWork. Leaves pi_ at the best bound seen, bound_ set and the
+  // spanning tree of pi_ built.
+  void ascend_full() {
+    const int n = d_.n;
+    pi_.assign(n, 0.0);
+    std::vector<double> pi = pi_;
+    std::vector<int> excess(n), last(n, 0);
+    double best = one_tree(pi, excess);
+    auto settled = [&] { return std::all_of(excess.begin(), excess.end(), [](int e) { return e == 0; }); };
+    const double affordable = kBoundWork / (double(n) * n);
+    const int first_period = int(std::clamp(affordable / 4, 1.0, double(std::max(n / 2, kBoundMinPeriod))));
+    double t = kBoundFirstStep * spread_of_tree();
+    bool initial = true, tree_is_best = true;
+    int steps = 1;
+    for (int period = first_period; period > 0 && t > 0 && !settled() && steps < affordable; period /= 2, t /= 2) {
+      for (int p = 1; p <= period && !settled() && steps < affordable; ++p) {
+        for (int c = 0; c < n; ++c) {
+          if (excess[c] != 0) pi[c] += t * (0.7 * excess[c] + 0.3 * last[c]);
+          last[c] = excess[c];
+        }
+        const double bound = one_tree(pi, excess);
+        ++steps;
+        tree_is_best = bound > best;
+        if (tree_is_best) {
+          best = bound, pi_ = pi;
+          if (initial) t *= 2;
+          if (p == period) period = std::min(2 * period, first_period);
+        } else if (initial && p > period / 2) {
+          initial = false, p = 0, t *= 0.75;  // the step overshoots: the first phase ends
+        }
+      }
+    }
+    if (!tree_is_best) spanning_tree(pi_);
+    bound_ = best;
+  }
+
+  // A few steps of Held-Karp subgradient ascent for solve()'s candidates:
+  // penalties pi push the spanning tree towards degree 2 everywhere (closer
+  // to a path), which makes the alpha values of its edges far more telling.
+  // Each step is one O(n^2) tree, so large n get fewer, and a time limit caps
+  // them to a share of it. Not a bound for paths (it asks degree 2 of every
+  // city of a spanning tree); ascend_full() is, and finds better penalties
+  // on weight rows, but it reverses paths of equal length and with them the
+  // demo's permutations (benchmarks/RESULTS.md, fifth session), so solve()
+  // keeps this one until the demo's margins allow the switch. Leaves pi_ at
+  // the best value seen and the tree of pi_ built.
   void ascend() {
+    if (full_ascent_) return ascend_full();
     const int n = d_.n;
     const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
     pi_.assign(n, 0.0);
@@ -219,6 +318,16 @@ class Search {
       for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
       t *= kAscentDecay;
     }
+  }
+
+  // Standard deviation of the edge lengths of the spanning tree last built.
+  double spread_of_tree() const {
+    double sum = 0, sq = 0;
+    int k = 0;
+    for (size_t c = 0; c < parent_.size(); ++c)
+      if (parent_[c] >= 0) sum += parent_w_[c], sq += parent_w_[c] * parent_w_[c], ++k;
+    const double mean = sum / std::max(k, 1);
+    return std::sqrt(std::max(0.0, sq / std::max(k, 1) - mean * mean));
   }
 
   // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
@@ -545,12 +654,14 @@ class Search {
   const Clock::time_point deadline_, ascent_deadline_;
   const bool timed_;
   const bool restrict_;  // restricted search after kicks (kRestrictMinCities)
+  const bool full_ascent_;
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
   int max_k_ = kMaxK;  // exchanges per move in the current local search
   std::vector<double> edge_;  // edge_[p] = d(tour_[p], tour_[p + 1]) (cyclic)
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
   // Spanning tree for the candidates: penalties, parents, edge lengths, order.
   std::vector<double> pi_, parent_w_;
+  double bound_ = -kInf;
   std::vector<int> parent_, tree_order_;
   std::vector<double> rest_key_, rest_pi_;  // spanning_tree's packed arrays
   std::vector<int> rest_, rest_parent_;
@@ -731,9 +842,27 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   return result;
 }
 
+template <typename T>
+double lower_bound(const T* dist, int64_t n64, bool path) {
+  Options opt;
+  opt.path = path;
+  if (n64 <= kExactMaxN) {  // validated by solve; its order is optimal
+    const std::vector<int64_t> order = solve(dist, n64, opt);
+    return order_cost(Matrix<T>{dist, int(n64), int(n64)}, std::vector<int>(order.begin(), order.end()), path);
+  }
+  if (n64 > std::numeric_limits<int>::max() / 2) throw std::invalid_argument("too many cities: " + std::to_string(n64));
+  validate(dist, n64);
+  const int n = int(n64);
+  const Matrix<T> d{dist, n, path ? n + 1 : n};
+  const auto never = Clock::time_point::max();
+  return Search<T>(d, opt.seed, false, never, never, true).bound();
+}
+
 template void validate<float>(const float*, int64_t);
 template void validate<double>(const double*, int64_t);
 template std::vector<int64_t> solve<float>(const float*, int64_t, const Options&);
 template std::vector<int64_t> solve<double>(const double*, int64_t, const Options&);
+template double lower_bound<float>(const float*, int64_t, bool);
+template double lower_bound<double>(const double*, int64_t, bool);
 
 }  // namespace neumeta::tsp

@@ -37,4 +37,11 @@ void validate(const T* dist, int64_t n);
 template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n, const Options& opt);
 
+// A lower bound on the shortest path (`path`) or tour under `dist`: no order
+// is shorter. Up to kExactMaxN cities it is the optimum itself; beyond, the
+// Held-Karp 1-tree bound after a subgradient ascent on LKH's schedule.
+// Validates `dist` first.
+template <typename T>
+double lower_bound(const T* dist, int64_t n, bool path);
+
 }  // namespace neumeta::tsp
