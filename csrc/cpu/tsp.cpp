@@ -94,6 +94,191 @@ struct Matrix {
   }
 };
 
+// Held-Karp penalties and the minimum spanning tree of the real cities under
+// them: what Search's candidate lists and lower_bound() are built from.
+template <typename T>
+class HeldKarp {
+ public:
+  explicit HeldKarp(const Matrix<T>& d) : d_(d), m_(d.m) {}
+
+  // Held-Karp subgradient ascent on LKH's schedule (Helsgaun 2000), for
+  // lower_bound(): penalties pi push the 1-tree towards degree 2 everywhere
+  // (towards a tour). The step doubles while the bound improves in the first
+  // phase, then halves with the period; each move mixes the degree excess
+  // now (0.7) and one step ago (0.3). Each step is one O(n^2) tree; see
+  // kBoundWork. Returns the best bound seen; leaves penalty at its penalties
+  // and their spanning tree built.
+  double ascend_full() {
+    const int n = d_.n;
+    penalty.assign(n, 0.0);
+    std::vector<double> pi = penalty;
+    std::vector<int> excess(n), last(n, 0);
+    double best = one_tree(pi, excess);
+    auto settled = [&] { return std::all_of(excess.begin(), excess.end(), [](int e) { return e == 0; }); };
+    const double affordable = kBoundWork / (double(n) * n);
+    const int first_period = int(std::clamp(affordable / 4, 1.0, double(std::max(n / 2, kBoundMinPeriod))));
+    double t = kBoundFirstStep * spread_of_tree();
+    bool initial = true, tree_is_best = true;
+    int steps = 1;
+    for (int period = first_period; period > 0 && t > 0 && !settled() && steps < affordable; period /= 2, t /= 2) {
+      for (int p = 1; p <= period && !settled() && steps < affordable; ++p) {
+        for (int c = 0; c < n; ++c) {
+          if (excess[c] != 0) pi[c] += t * (0.7 * excess[c] + 0.3 * last[c]);
+          last[c] = excess[c];
+        }
+        const double bound = one_tree(pi, excess);
+        ++steps;
+        tree_is_best = bound > best;
+        if (tree_is_best) {
+          best = bound, penalty = pi;
+          if (initial) t *= 2;
+          if (p == period) period = std::min(2 * period, first_period);
+        } else if (initial && p > period / 2) {
+          initial = false, p = 0, t *= 0.75;  // the step overshoots: the first phase ends
+        }
+      }
+    }
+    if (!tree_is_best) spanning_tree(penalty);
+    return best;
+  }
+
+  // A few steps of Held-Karp subgradient ascent for solve()'s candidates:
+  // penalties pi push the spanning tree towards degree 2 everywhere (closer
+  // to a path), which makes the alpha values of its edges far more telling.
+  // Each step is one O(n^2) tree, so large n get fewer, and a time limit caps
+  // them to a share of it. Not a bound for paths (it asks degree 2 of every
+  // city of a spanning tree); ascend_full() is, and finds better penalties
+  // on weight rows, but it reverses paths of equal length and with them the
+  // demo's permutations (benchmarks/RESULTS.md, fifth session), so solve()
+  // keeps this one until the demo's margins allow the switch. Leaves penalty at
+  // the best value seen and the tree of penalty built.
+  void ascend(bool timed, Clock::time_point deadline) {
+    const int n = d_.n;
+    const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
+    penalty.assign(n, 0.0);
+    std::vector<double> pi = penalty;
+    std::vector<int> deg(n);
+    double best = -kInf;
+    double t = 0;  // step length, set from the first tree's mean edge
+    for (int s = 0;; ++s) {
+      double bound = spanning_tree(pi);
+      for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
+      const bool better = bound > best;
+      if (better) best = bound, penalty = pi;
+      if (s + 1 == steps || (timed && Clock::now() >= deadline)) {
+        if (!better) spanning_tree(penalty);
+        return;
+      }
+      std::fill(deg.begin(), deg.end(), 0);
+      for (int c = 0; c < n; ++c)
+        if (parent[c] >= 0) ++deg[c], ++deg[parent[c]];
+      if (s == 0) t = kAscentStep * std::abs(bound) / n;
+      for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
+      t *= kAscentDecay;
+    }
+  }
+
+  // The penalties and their tree: parents (-1 at the root), the penalised
+  // length of each city's edge to its parent, and the cities in Prim order.
+  std::vector<double> penalty, parent_w;
+  std::vector<int> parent, tree_order;
+
+ private:
+  // Minimum spanning tree of the real cities under d(a, b) + pi[a] + pi[b]
+  // (Prim on the dense matrix, one row read per city). Fills parent,
+  // parent_w (the transformed length of the edge to the parent) and
+  // tree_order (parents before children); returns the tree's length. The
+  // cities not yet in the tree are kept packed (swap-remove), with their
+  // keys, parents and penalties alongside: each row scan touches only them,
+  // in a branch-free loop, half the work of scanning all n.
+  double spanning_tree(const std::vector<double>& pi) {
+    const int n = d_.n;
+    parent.assign(n, -1);
+    parent_w.assign(n, 0.0);
+    tree_order.clear();
+    rest_.resize(n), rest_key_.assign(n, kInf), rest_parent_.assign(n, -1), rest_pi_.resize(n);
+    for (int c = 0; c < n; ++c) rest_[c] = c, rest_pi_[c] = pi[c];
+    int* rest = rest_.data();
+    int* par = rest_parent_.data();
+    double* key = rest_key_.data();
+    double* rpi = rest_pi_.data();
+    double length = 0;
+    for (int r = n, i = 0; r > 0;) {  // i: where the next city to join sits in the packed arrays
+      const int u = rest[i];
+      tree_order.push_back(u);
+      parent[u] = par[i];
+      parent_w[u] = par[i] < 0 ? 0.0 : key[i];
+      length += parent_w[u];
+      --r;
+      rest[i] = rest[r], key[i] = key[r], par[i] = par[r], rpi[i] = rpi[r];
+      const T* w = d_.w + size_t(u) * n;
+      const double pu = pi[u];
+      double best = kInf;
+      i = 0;
+      for (int j = 0; j < r; ++j) {
+        const double v = double(w[rest[j]]) + pu + rpi[j];
+        const bool lt = v < key[j];
+        key[j] = lt ? v : key[j];
+        par[j] = lt ? u : par[j];
+        const bool nb = key[j] < best;
+        best = nb ? key[j] : best;
+        i = nb ? j : i;
+      }
+    }
+    return length;
+  }
+
+  // Held-Karp lower bound under penalties pi: a 1-tree, the spanning tree
+  // of the real cities plus a second edge at one city. For paths that city
+  // is the dummy, joined to the two real cities of smallest penalty; for
+  // tours it is the last city Prim added (a leaf), joined to its second
+  // nearest. Fills excess[c] with c's degree in it minus 2 and returns
+  // the bound: the 1-tree's length minus 2 * sum(pi).
+  double one_tree(const std::vector<double>& pi, std::vector<int>& excess) {
+    const int n = d_.n;
+    double bound = spanning_tree(pi);
+    std::fill(excess.begin(), excess.end(), -2);
+    for (int c = 0; c < n; ++c)
+      if (parent[c] >= 0) ++excess[c], ++excess[parent[c]];
+    int a = -1, b = -1;  // the cities the extra edges reach
+    double extra = kInf;
+    if (m_ > n) {
+      for (int c = 0; c < n; ++c) {
+        if (a < 0 || pi[c] < pi[a]) b = a, a = c;
+        else if (b < 0 || pi[c] < pi[b]) b = c;
+      }
+      extra = pi[a] + pi[b];
+    } else {
+      a = tree_order.back();
+      const T* w = d_.w + size_t(a) * n;
+      for (int c = 0; c < n; ++c) {
+        const double v = double(w[c]) + pi[c];
+        if (c != a && c != parent[a] && v < extra) extra = v, b = c;
+      }
+      extra += pi[a];
+    }
+    ++excess[a], ++excess[b];
+    bound += extra;
+    for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
+    return bound;
+  }
+
+  // Standard deviation of the edge lengths of the spanning tree last built.
+  double spread_of_tree() const {
+    double sum = 0, sq = 0;
+    int k = 0;
+    for (size_t c = 0; c < parent.size(); ++c)
+      if (parent[c] >= 0) sum += parent_w[c], sq += parent_w[c] * parent_w[c], ++k;
+    const double mean = sum / std::max(k, 1);
+    return std::sqrt(std::max(0.0, sq / std::max(k, 1) - mean * mean));
+  }
+
+  const Matrix<T>& d_;
+  const int m_;  // cities in the tour: a dummy beyond the real ones for paths
+  std::vector<double> rest_key_, rest_pi_;  // spanning_tree's packed arrays
+  std::vector<int> rest_, rest_parent_;
+};
+
 // Iterated local search with sequential 2- to 5-opt moves (the basis move of
 // LKH) on an array tour (tour_[position] = city, pos_[city] = position):
 // O(1) adjacency queries; a move rewrites every segment but its longest.
@@ -104,10 +289,8 @@ template <typename T>
 class Search {
  public:
   // With `timed`, the search stops at `deadline` and the subgradient ascent
-  // at `ascent_deadline`. `full_ascent`: LKH's schedule (ascend_full), for
-  // lower_bound(); untimed only.
-  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline,
-         bool full_ascent = false)
+  // at `ascent_deadline`.
+  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline)
       : d_(d),
         m_(d.m),
         k_(std::min(kCandidates, d.m - 1)),
@@ -116,13 +299,10 @@ class Search {
         ascent_deadline_(ascent_deadline),
         timed_(timed),
         restrict_(d.m >= kRestrictMinCities),
-        full_ascent_(full_ascent) {
+        tree_(d) {
     build_candidates();
     nearest_neighbour_tour();
   }
-
-  // The Held-Karp lower bound ascend_full() reached (see one_tree).
-  double bound() const { return bound_; }
 
   // Descends to a local optimum; with `kicks`, then kicks it until converged
   // (see kStallPerCity) or the deadline. Returns the tour as cities in order.
@@ -163,173 +343,6 @@ class Search {
   }
 
  private:
-  // Minimum spanning tree of the real cities under d(a, b) + pi[a] + pi[b]
-  // (Prim on the dense matrix, one row read per city). Fills parent_,
-  // parent_w_ (the transformed length of the edge to the parent) and
-  // tree_order_ (parents before children); returns the tree's length. The
-  // cities not yet in the tree are kept packed (swap-remove), with their
-  // keys, parents and penalties alongside: each row scan touches only them,
-  // in a branch-free loop, half the work of scanning all n.
-  double spanning_tree(const std::vector<double>& pi) {
-    const int n = d_.n;
-    parent_.assign(n, -1);
-    parent_w_.assign(n, 0.0);
-    tree_order_.clear();
-    rest_.resize(n), rest_key_.assign(n, kInf), rest_parent_.assign(n, -1), rest_pi_.resize(n);
-    for (int c = 0; c < n; ++c) rest_[c] = c, rest_pi_[c] = pi[c];
-    int* rest = rest_.data();
-    int* par = rest_parent_.data();
-    double* key = rest_key_.data();
-    double* rpi = rest_pi_.data();
-    double length = 0;
-    for (int r = n, i = 0; r > 0;) {  // i: where the next city to join sits in the packed arrays
-      const int u = rest[i];
-      tree_order_.push_back(u);
-      parent_[u] = par[i];
-      parent_w_[u] = par[i] < 0 ? 0.0 : key[i];
-      length += parent_w_[u];
-      --r;
-      rest[i] = rest[r], key[i] = key[r], par[i] = par[r], rpi[i] = rpi[r];
-      const T* w = d_.w + size_t(u) * n;
-      const double pu = pi[u];
-      double best = kInf;
-      i = 0;
-      for (int j = 0; j < r; ++j) {
-        const double v = double(w[rest[j]]) + pu + rpi[j];
-        const bool lt = v < key[j];
-        key[j] = lt ? v : key[j];
-        par[j] = lt ? u : par[j];
-        const bool nb = key[j] < best;
-        best = nb ? key[j] : best;
-        i = nb ? j : i;
-      }
-    }
-    return length;
-  }
-
-  // Held-Karp lower bound under penalties pi: a 1-tree, the spanning tree
-  // of the real cities plus a second edge at one city. For paths that city
-  // is the dummy, joined to the two real cities of smallest penalty; for
-  // tours it is the last city Prim added (a leaf), joined to its second
-  // nearest. Fills excess[c] with c's degree in it minus 2 and returns
-  // the bound: the 1-tree's length minus 2 * sum(pi).
-  double one_tree(const std::vector<double>& pi, std::vector<int>& excess) {
-    const int n = d_.n;
-    double bound = spanning_tree(pi);
-    std::fill(excess.begin(), excess.end(), -2);
-    for (int c = 0; c < n; ++c)
-      if (parent_[c] >= 0) ++excess[c], ++excess[parent_[c]];
-    int a = -1, b = -1;  // the cities the extra edges reach
-    double extra = kInf;
-    if (m_ > n) {
-      for (int c = 0; c < n; ++c) {
-        if (a < 0 || pi[c] < pi[a]) b = a, a = c;
-        else if (b < 0 || pi[c] < pi[b]) b = c;
-      }
-      extra = pi[a] + pi[b];
-    } else {
-      a = tree_order_.back();
-      const T* w = d_.w + size_t(a) * n;
-      for (int c = 0; c < n; ++c) {
-        const double v = double(w[c]) + pi[c];
-        if (c != a && c != parent_[a] && v < extra) extra = v, b = c;
-      }
-      extra += pi[a];
-    }
-    ++excess[a], ++excess[b];
-    bound += extra;
-    for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
-    return bound;
-  }
-
-  // Held-Karp subgradient ascent on LKH's schedule (Helsgaun 2000), for
-  // lower_bound(): penalties pi push the 1-tree towards degree 2 everywhere
-  // (towards a tour). The step doubles while the bound improves in the first
-  // phase, then halves with the period; each move mixes the degree excess
-  // now (0.7) and one step ago (0.3). Each step is one O(n^2) tree; see
-  // kBoundWork. Leaves pi_ at the best bound seen, bound_ set and the
-  // spanning tree of pi_ built.
-  void ascend_full() {
-    const int n = d_.n;
-    pi_.assign(n, 0.0);
-    std::vector<double> pi = pi_;
-    std::vector<int> excess(n), last(n, 0);
-    double best = one_tree(pi, excess);
-    auto settled = [&] { return std::all_of(excess.begin(), excess.end(), [](int e) { return e == 0; }); };
-    const double affordable = kBoundWork / (double(n) * n);
-    const int first_period = int(std::clamp(affordable / 4, 1.0, double(std::max(n / 2, kBoundMinPeriod))));
-    double t = kBoundFirstStep * spread_of_tree();
-    bool initial = true, tree_is_best = true;
-    int steps = 1;
-    for (int period = first_period; period > 0 && t > 0 && !settled() && steps < affordable; period /= 2, t /= 2) {
-      for (int p = 1; p <= period && !settled() && steps < affordable; ++p) {
-        for (int c = 0; c < n; ++c) {
-          if (excess[c] != 0) pi[c] += t * (0.7 * excess[c] + 0.3 * last[c]);
-          last[c] = excess[c];
-        }
-        const double bound = one_tree(pi, excess);
-        ++steps;
-        tree_is_best = bound > best;
-        if (tree_is_best) {
-          best = bound, pi_ = pi;
-          if (initial) t *= 2;
-          if (p == period) period = std::min(2 * period, first_period);
-        } else if (initial && p > period / 2) {
-          initial = false, p = 0, t *= 0.75;  // the step overshoots: the first phase ends
-        }
-      }
-    }
-    if (!tree_is_best) spanning_tree(pi_);
-    bound_ = best;
-  }
-
-  // A few steps of Held-Karp subgradient ascent for solve()'s candidates:
-  // penalties pi push the spanning tree towards degree 2 everywhere (closer
-  // to a path), which makes the alpha values of its edges far more telling.
-  // Each step is one O(n^2) tree, so large n get fewer, and a time limit caps
-  // them to a share of it. Not a bound for paths (it asks degree 2 of every
-  // city of a spanning tree); ascend_full() is, and finds better penalties
-  // on weight rows, but it reverses paths of equal length and with them the
-  // demo's permutations (benchmarks/RESULTS.md, fifth session), so solve()
-  // keeps this one until the demo's margins allow the switch. Leaves pi_ at
-  // the best value seen and the tree of pi_ built.
-  void ascend() {
-    if (full_ascent_) return ascend_full();
-    const int n = d_.n;
-    const int steps = int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps));
-    pi_.assign(n, 0.0);
-    std::vector<double> pi = pi_;
-    std::vector<int> deg(n);
-    double best = -kInf;
-    double t = 0;  // step length, set from the first tree's mean edge
-    for (int s = 0;; ++s) {
-      double bound = spanning_tree(pi);
-      for (int c = 0; c < n; ++c) bound -= 2 * pi[c];
-      const bool better = bound > best;
-      if (better) best = bound, pi_ = pi;
-      if (s + 1 == steps || (timed_ && Clock::now() >= ascent_deadline_)) {
-        if (!better) spanning_tree(pi_);
-        return;
-      }
-      std::fill(deg.begin(), deg.end(), 0);
-      for (int c = 0; c < n; ++c)
-        if (parent_[c] >= 0) ++deg[c], ++deg[parent_[c]];
-      if (s == 0) t = kAscentStep * std::abs(bound) / n;
-      for (int c = 0; c < n; ++c) pi[c] += t * (deg[c] - 2);
-      t *= kAscentDecay;
-    }
-  }
-
-  // Standard deviation of the edge lengths of the spanning tree last built.
-  double spread_of_tree() const {
-    double sum = 0, sq = 0;
-    int k = 0;
-    for (size_t c = 0; c < parent_.size(); ++c)
-      if (parent_[c] >= 0) sum += parent_w_[c], sq += parent_w_[c] * parent_w_[c], ++k;
-    const double mean = sum / std::max(k, 1);
-    return std::sqrt(std::max(0.0, sq / std::max(k, 1) - mean * mean));
-  }
-
   // Candidates by alpha-nearness (Helsgaun): alpha(a, b) is how much longer
   // the minimum spanning tree gets when forced to contain edge (a, b), that is
   // d(a, b) minus the longest edge on the tree path from a to b. Unlike plain
@@ -342,8 +355,10 @@ class Search {
     const int n = d_.n;
     const bool dummy = m_ > n;
     const int kr = dummy ? k_ - 1 : k_;  // candidates among the real cities
-    ascend();
-    const std::vector<double>& pi = pi_;
+    tree_.ascend(timed_, ascent_deadline_);
+    const std::vector<double>& pi = tree_.penalty;
+    const std::vector<int>& parent = tree_.parent;
+    const std::vector<double>& parent_w = tree_.parent_w;
     cand_.assign(size_t(m_) * k_, 0);
     std::vector<double> alpha(kr), dist(kr), beta(n), lonely(n);
     std::vector<int> mark(n, -1);
@@ -351,12 +366,12 @@ class Search {
       // beta[b]: longest edge on the tree path a..b. Ancestors of a first, then
       // every other city from its parent, in Prim order (parents come first).
       beta[a] = -kInf;
-      for (int u = a; parent_[u] >= 0; u = parent_[u]) {
-        beta[parent_[u]] = std::max(beta[u], parent_w_[u]);
-        mark[parent_[u]] = a;
+      for (int u = a; parent[u] >= 0; u = parent[u]) {
+        beta[parent[u]] = std::max(beta[u], parent_w[u]);
+        mark[parent[u]] = a;
       }
-      for (int b : tree_order_)
-        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent_[b]], parent_w_[b]);
+      for (int b : tree_.tree_order)
+        if (b != a && mark[b] != a) beta[b] = std::max(beta[parent[b]], parent_w[b]);
       int* row = &cand_[size_t(a) * k_ + (dummy ? 1 : 0)];
       int filled = 0;
       double near1 = kInf, near2 = kInf;
@@ -654,17 +669,11 @@ class Search {
   const Clock::time_point deadline_, ascent_deadline_;
   const bool timed_;
   const bool restrict_;  // restricted search after kicks (kRestrictMinCities)
-  const bool full_ascent_;
+  HeldKarp<T> tree_;  // penalties and spanning tree behind the candidates
   std::vector<int> cand_, tour_, pos_, queue_, buf_;
   int max_k_ = kMaxK;  // exchanges per move in the current local search
   std::vector<double> edge_;  // edge_[p] = d(tour_[p], tour_[p + 1]) (cyclic)
   std::vector<double> cand_d_;  // cand_d_[i] = distance from a city to its candidate cand_[i]
-  // Spanning tree for the candidates: penalties, parents, edge lengths, order.
-  std::vector<double> pi_, parent_w_;
-  double bound_ = -kInf;
-  std::vector<int> parent_, tree_order_;
-  std::vector<double> rest_key_, rest_pi_;  // spanning_tree's packed arrays
-  std::vector<int> rest_, rest_parent_;
   std::vector<char> queued_;
   // The move in progress (see feasible()) and its segment bookkeeping.
   int t_[2 * kMaxK], first_[kMaxK], order_[kMaxK], slot_[2 * kMaxK], partner_[2 * kMaxK];
@@ -854,8 +863,7 @@ double lower_bound(const T* dist, int64_t n64, bool path) {
   validate(dist, n64);
   const int n = int(n64);
   const Matrix<T> d{dist, n, path ? n + 1 : n};
-  const auto never = Clock::time_point::max();
-  return Search<T>(d, opt.seed, false, never, never, true).bound();
+  return HeldKarp<T>(d).ascend_full();
 }
 
 template void validate<float>(const float*, int64_t);
