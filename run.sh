@@ -2,6 +2,7 @@
 # One entry point for users and CI: sets up .venv/ (once), then runs the demo or the tests.
 #   ./run.sh demo [demo options]   the main job: python -m neumeta_fast demo
 #   ./run.sh test [pytest options] the test suite
+#   ./run.sh setup                 set up .venv/ only
 # Any other first word is passed to `python -m neumeta_fast`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +13,10 @@ if [ ! -x "$PY" ]; then
   # Reuse a torch that is already installed (GPU machines ship one); otherwise start clean.
   if python3 -c "import torch" >/dev/null 2>&1; then
     python3 -m venv --system-site-packages "$VENV"
+    # When python3 is itself a venv (as on GPU images), the new venv's "system" packages are the base
+    # interpreter's, not the ones beside torch: list python3's own site-packages in a .pth file.
+    python3 -c 'import site; print("\n".join(site.getsitepackages()))' \
+      >"$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_outer_site_packages.pth"
   else
     python3 -m venv "$VENV"
   fi
@@ -28,13 +33,15 @@ digest=$(cat setup.py requirements-dev.txt $(find csrc kernels neumeta_fast -nam
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "run.sh: installing neumeta_fast and its test tools into $VENV"
   "$PY" -m pip install -q -r requirements-dev.txt
-  "$PY" -m pip install -q --no-build-isolation -e .
+  "$PY" -m pip install -q --no-build-isolation --use-pep517 -e .
   echo "$digest" >"$stamp"
 fi
 
 cmd="${1:-test}"
 shift || true
 case "$cmd" in
+  setup)
+    ;;  # set-up only (done above): benchmarks/device_check.sh uses it
   test)
     # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
     set +e

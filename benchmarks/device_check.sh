@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one GPU check: build, check every backend against the torch path at real sizes, time them.
-#   benchmarks/device_check.sh              on a GPU machine (meant to finish in ~6 minutes on an H100)
+#   benchmarks/device_check.sh              on a GPU machine (about 2.5 minutes on an H200, build included)
 #   benchmarks/device_check.sh --cpu-smoke  no GPU: sm_90 build check + the triton half, tiny, in the interpreter
-# Uses the machine's preinstalled torch and triton (no network). Each step has its own time limit and
+# Sets up through `./run.sh setup`, reusing the machine's preinstalled torch and triton (no network). Each step has its own time limit and
 # log; a failing step does not stop the others. Tables and logs go to $OUT (default ./out/device_check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +16,11 @@ if [ "${1:-}" = "--cpu-smoke" ]; then
   TRITON_INTERPRET=1 exec "$PY" benchmarks/device_check.py --cpu-smoke
 fi
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-VENV=${TMPDIR:-/tmp}/neumeta-device-venv
-[ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
-PY="$VENV/bin/python"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 start=$(date +%s)
-NEUMETA_FORCE_CUDA=1 MAX_JOBS=16 "$PY" -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
+NEUMETA_FORCE_CUDA=1 MAX_JOBS=16 timeout 300 ./run.sh setup >"$OUT/build.log" 2>&1 \
   || { echo "build failed: see build.log"; tail -30 "$OUT/build.log"; }
+PY=.venv/bin/python
 echo "build: $(( $(date +%s) - start )) s; backends: $("$PY" -c 'import neumeta_fast; print(neumeta_fast.backends())')"
 
 status=0
@@ -36,8 +34,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a limit, log to $OUT/NAME.log
   tail -25 "$OUT/$name.log"
   [ "$rc" -eq 0 ] || status=1
 }
-step gpu_tests 120 "$PY" -m pytest -q -x tests/test_cuda_backend.py tests/test_generate.py
-step triton 150 "$PY" benchmarks/device_check.py
-step cuda 150 "$PY" benchmarks/device_check_cuda.py
-step torch 90 "$PY" benchmarks/bench_generate.py --device cuda --skip-reference --repeat 10
+step gpu_tests 90 "$PY" -m pytest -q -x tests/test_cuda_backend.py tests/test_generate.py
+step triton 120 "$PY" benchmarks/device_check.py
+step cuda 120 "$PY" benchmarks/device_check_cuda.py
+step torch 60 "$PY" benchmarks/bench_generate.py --device cuda --skip-reference --repeat 10
 exit "$status"

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from neumeta_fast import INR, Layout, backends, generate  # noqa: E402
 from neumeta_fast.backends import cuda_backend  # noqa: E402
+from neumeta_fast.backends.request import philox_seed  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_generate import CASES, resnet18_convs_and_bns  # noqa: E402
@@ -60,7 +61,7 @@ def flat(weights: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def philox_noise(layout: Layout, samples: int, scale: float, seed: int) -> torch.Tensor:
     out = torch.empty(samples, layout.num_rows, 6, device="cuda")
-    torch.ops.neumeta_fast.philox_noise(out, cuda_backend._seed(torch.Generator().manual_seed(seed)), scale, 0)
+    torch.ops.neumeta_fast.philox_noise(out, philox_seed(torch.Generator().manual_seed(seed)), scale, 0)
     return out
 
 

@@ -70,7 +70,8 @@ def generate(inr: INR, layout: Layout, *, norm: float, noise: float = 0.0, sampl
     if noise_tensor is not None:
         noise_tensor = noise_tensor.to(device)
     request = Request(float(norm), samples, float(noise), noise_mode, generator, noise_tensor, dtype, device)
-    flat = resolve(backend, device).generate_flat(inr, layout, request)
+    needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
+    flat = resolve(backend, device, dtype, needs_grad).generate_flat(inr, layout, request)
     if check_finite and not _all_finite(flat):
         _raise_non_finite(inr)
     return layout.views(flat)

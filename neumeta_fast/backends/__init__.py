@@ -13,12 +13,13 @@ from types import ModuleType
 
 import torch
 
-# name -> module path; `auto` tries them in this order on CUDA devices and uses torch elsewhere.
 _MODULES = {
     "triton": "neumeta_fast.backends.triton_backend",
     "cuda": "neumeta_fast.backends.cuda_backend",
     "torch": "neumeta_fast.backends.torch_backend",
 }
+# `auto` on CUDA devices for 16-bit inference: the first usable of these.
+_FUSED_ORDER = ("cuda", "triton", "torch")
 BACKENDS = ("auto",) + tuple(_MODULES)
 
 
@@ -43,14 +44,18 @@ def backends(device: torch.device | str | None = None) -> dict[str, str]:
     return {name: (_reason(name, device) or "ok") for name in _MODULES}
 
 
-def resolve(name: str, device: torch.device) -> ModuleType:
-    """The backend module to use for `name` ('auto' or a backend name) on `device`."""
+def resolve(name: str, device: torch.device, dtype: torch.dtype = torch.float32,
+            needs_grad: bool = False) -> ModuleType:
+    """The backend module to use for `name` ('auto' or a backend name) on `device`.
+
+    `auto` depends on the MLP compute dtype and on whether the result needs gradients (see above).
+    """
     name = os.environ.get("NEUMETA_BACKEND", name) if name == "auto" else name
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
     if name == "auto":
-        candidates = list(_MODULES) if device.type == "cuda" else ["torch"]
-        for candidate in candidates:
+        fused = device.type == "cuda" and dtype != torch.float32 and not needs_grad
+        for candidate in _FUSED_ORDER if fused else ("torch",):
             if _reason(candidate, device) is None:
                 return _load(candidate)
         raise RuntimeError(f"no backend can run on {device}")  # torch always can: unreachable in practice
