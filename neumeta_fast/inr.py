@@ -105,8 +105,8 @@ class INR(nn.Module):
         return (f"num_tensors={self.num_tensors}, hidden_dim={self.hidden_dim}, num_layers={self.num_layers}, "
                 f"freqs=[{self.freq_low}, {self.freq_high}), output_dim={self.output_dim}")
 
-    def stacked(self, dtype: torch.dtype | None = None, *,
-                column_multiple: int | None = None) -> tuple[torch.Tensor, ...]:
+    def stacked(self, dtype: torch.dtype | None = None, *, column_multiple: int | None = None,
+                mlps: Sequence[int] | None = None) -> tuple[torch.Tensor, ...]:
         """Per-MLP parameters stacked over the L MLPs, as the fused kernels read them: w0, b0, wr, br, sc, wo, bo.
 
         By default in the parameters' own layout and dtype: w0 [L, H, F], b0 [L, H], wr [L, nb, H, H],
@@ -115,6 +115,8 @@ class INR(nn.Module):
         column_multiple: the CUDA kernel's layout: w0 [L, F16, C] and wr [L, nb, H32, C] transposed to
                          [in, out], b0 [L, C], br [L, nb, C], wo [L, O, H32], zero-padded, where F16 and H32
                          round F and H up to 16 and 32 and C rounds H32 up to `column_multiple`.
+        mlps:            stack only these MLPs, in this order (L = len(mlps)): the others' parameters
+                         stay out of the autograd graph, so their gradients stay None.
         Differentiable while grad is on. Otherwise the result is cached until a parameter changes (seen
         by its version counter, storage, dtype or device; writes through `.data` or a collective bypass
         the counter): shared tensors, do not modify them.
@@ -122,17 +124,18 @@ class INR(nn.Module):
         params = list(self.parameters())
         if (torch.is_grad_enabled() and any(p.requires_grad for p in params)) or torch.compiler.is_compiling():
             # autograd needs a fresh graph; a compiled graph stacks by itself (the cache check would break it)
-            return self._stack(dtype, column_multiple)
+            return self._stack(dtype, column_multiple, mlps)
         state = (params[0].device, params[0].dtype, tuple((p.data_ptr(), p._version) for p in params))
         cache = _STACKS.setdefault(self, {})
-        key = (dtype, column_multiple)
+        key = (dtype, column_multiple, None if mlps is None else tuple(mlps))
         hit = cache.get(key)
         if hit is None or hit[0] != state:
-            hit = cache[key] = (state, self._stack(dtype, column_multiple))
+            hit = cache[key] = (state, self._stack(dtype, column_multiple, mlps))
         return hit[1]
 
-    def _stack(self, dtype: torch.dtype | None, column_multiple: int | None) -> tuple[torch.Tensor, ...]:
-        mlps = list(self.model)
+    def _stack(self, dtype: torch.dtype | None, column_multiple: int | None,
+               indices: Sequence[int] | None) -> tuple[torch.Tensor, ...]:
+        mlps = list(self.model) if indices is None else [self.model[i] for i in indices]
         w0 = torch.stack([m.initial_layer.weight for m in mlps])
         b0 = torch.stack([m.initial_layer.bias for m in mlps])
         if self.num_layers > 1:

@@ -9,6 +9,7 @@
 
 #include "coordinates.h"
 #include "resmlp.h"
+#include "resmlp_train.h"
 #include "tsp.h"
 
 namespace py = pybind11;
@@ -72,5 +73,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("row_start"), py::arg("rows"), py::arg("tail"),
         "The same on rows [row_start, row_start + rows) of an A x B tensor whose first-layer pre-activation "
         "is u[a] + v[b] (see csrc/cpu/resmlp.h). Releases the GIL.",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("resmlp_train_forward", &neumeta::resmlp::train_forward, py::arg("z0"), py::arg("offsets"), py::arg("mlps"),
+        py::arg("wr"), py::arg("br"), py::arg("sc"), py::arg("wo"), py::arg("bo"),
+        "Training forward of the ResMLPs after their first layer, rows grouped by MLP: (out, h, t) "
+        "(see csrc/cpu/resmlp_train.h). Releases the GIL.",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("resmlp_train_backward", &neumeta::resmlp::train_backward, py::arg("gout"), py::arg("h"), py::arg("t"),
+        py::arg("offsets"), py::arg("mlps"), py::arg("wr"), py::arg("sc"), py::arg("wo"),
+        "Its backward: (dz0, dwr, dbr, dsc, dwo, dbo). Releases the GIL.",
         py::call_guard<py::gil_scoped_release>());
 }

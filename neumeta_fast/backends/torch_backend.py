@@ -20,6 +20,7 @@ from .. import _C
 from ..encoding import fourier_features, frequencies, norm_tensor, normalise
 from ..inr import INR, group_by_mlp
 from ..layout import Layout, Segment
+from . import torch_train
 from .request import Request
 
 NAME = "torch"
@@ -175,6 +176,13 @@ def _sample_routed(inr, layout, coords, weights, req, encoding, sink, track_grad
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
     track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
+    if track_grad and req.dtype == torch.float32:
+        return torch_train.generate_flat(inr, layout, req)
+    return generate_eager(inr, layout, req, track_grad)
+
+
+def generate_eager(inr: INR, layout: Layout, req: Request, track_grad: bool) -> torch.Tensor:
+    """generate_flat by per-segment eager ops (fused C++ ResMLPs for float32 inference on the CPU)."""
     coords = layout.coordinates(req.device)
     encoding = (norm_tensor(req.norm, req.device), frequencies(inr.freq_low, inr.freq_high, req.device))
     fused = _use_fused_cpu(req.device, req.dtype, track_grad)
