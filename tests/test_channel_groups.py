@@ -7,6 +7,7 @@ from torch import nn
 
 from neumeta_fast import smooth
 from neumeta_fast.channel_groups import ChannelSlice, channel_groups, permute_channels
+from neumeta_fast.compat import PermutationManager
 from neumeta_fast.models import cifar_resnet, lenet
 
 
@@ -250,6 +251,9 @@ def test_uses_that_cannot_move_together_keep_their_channels_with_a_warning(build
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
     with pytest.warns(UserWarning, match=warning):
         smooth(model, x)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=warning):
+        PermutationManager(model, x)()  # the reference's API, on the same groups
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
 
 
