@@ -102,8 +102,8 @@ def _tensor_names(model: nn.Module) -> tuple[dict[int, str], set[str]]:
     by_view: dict[tuple, str] = {}
     spans: list[_Span] = []
     for name, tensor in _named_tensors(model).items():
-        if tensor.numel() == 0 or tensor.device.type == "meta":
-            names[id(tensor)] = name  # no memory to share
+        if tensor.numel() == 0 or tensor.device.type == "meta" or tensor.layout != torch.strided:
+            names[id(tensor)] = name  # no memory to share, or none this can compare
             continue
         view = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
         names[id(tensor)] = by_view.setdefault(view, name)

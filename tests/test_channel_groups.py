@@ -297,3 +297,10 @@ def test_shared_batchnorm_statistics_follow_both_layers():
     assert {("0.weight", 0), ("3.weight", 0), ("1.running_mean", 0)} <= _axes(group)
     permute_channels(model, group, torch.randperm(6))
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_without_strided_memory_are_no_obstacle():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model.register_buffer("lookup", torch.eye(3).to_sparse())  # has no data pointer to compare
+    (group,) = _quietly(model, torch.randn(2, 3))
+    assert ("0.weight", 0) in _axes(group)
