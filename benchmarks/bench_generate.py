@@ -1,6 +1,7 @@
 """Core-engine benchmark: torch backend vs the literal reference vs the bare-GEMM floor.
 
     python benchmarks/bench_generate.py [--device cpu|cuda] [--case a|b|all] [--skip-reference]
+    python benchmarks/bench_generate.py --dry-run     every step once on a tiny layout (CPU, seconds)
 
 Cases (issue 2):
   a  ResNet20 last block (conv1 [64,64,3,3], bn1, conv2 [64,64,3,3], bn2), paper INR 512/8/32, norm 64
@@ -48,6 +49,13 @@ CASES = {
     "a": dict(shapes=resnet20_last_block, inr=dict(hidden_dim=512, num_layers=8, num_freqs=32), norm=64.0),
     "b": dict(shapes=resnet18_convs_and_bns, inr=dict(hidden_dim=256, num_layers=4, num_freqs=16), norm=64.0),
 }
+# The benchmark scripts' --dry-run case: every code path on a few rows, so that a rename cannot break them unseen.
+TINY = dict(shapes=lambda: [("conv", (3, 2, 3, 3)), ("fc", (2, 3)), ("bias", (3,))],
+            inr=dict(hidden_dim=16, num_layers=2, num_freqs=2), norm=8.0)
+
+
+def case_named(name: str) -> dict:
+    return TINY if name == "tiny" else CASES[name]
 
 
 def sync(device: torch.device) -> None:
@@ -103,8 +111,8 @@ def peak_extra_memory_mb(case: str) -> tuple[float, float]:
     """Peak RSS growth of one generate() call on the CPU, measured in a fresh process (MB), and output size."""
     code = (
         "import torch, sys; sys.path.insert(0, 'benchmarks');"
-        "from bench_generate import CASES; from neumeta_fast import INR, Layout, generate;"
-        f"c = CASES['{case}']; layout = Layout.from_shapes(c['shapes']()); inr = INR(len(layout), **c['inr']);"
+        "from bench_generate import case_named; from neumeta_fast import INR, Layout, generate;"
+        f"c = case_named('{case}'); layout = Layout.from_shapes(c['shapes']()); inr = INR(len(layout), **c['inr']);"
         "torch.set_grad_enabled(False); generate(inr, layout, norm=c['norm']);"  # warm-up
         "layout = Layout.from_shapes(c['shapes']());"  # fresh layout: the coordinate table counts as extra
         "open('/proc/self/clear_refs', 'w').write('5');"
@@ -118,14 +126,14 @@ def peak_extra_memory_mb(case: str) -> tuple[float, float]:
     return extra, size
 
 
+@torch.no_grad()
 def run_case(name: str, device: torch.device, skip_reference: bool, repeat: int) -> list[str]:
-    c = CASES[name]
+    c = case_named(name)
     shapes = c["shapes"]()
     layout = Layout.from_shapes(shapes)
     torch.manual_seed(0)
     inr = INR(len(shapes), **c["inr"]).to(device)
     norm = c["norm"]
-    torch.set_grad_enabled(False)
     rows = []
 
     def fresh_generate(dtype=torch.float32):
@@ -179,13 +187,16 @@ def run_case(name: str, device: torch.device, skip_reference: bool, repeat: int)
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--case", choices=["a", "b", "all"], default="all")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--dry-run", action="store_true", help="the tiny case once on the CPU (checks the script)")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.device, args.case, args.repeat = "cpu", "tiny", 1
     device = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
           f"threads: {torch.get_num_threads()}, torch {torch.__version__}")

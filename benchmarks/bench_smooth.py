@@ -1,6 +1,7 @@
 """smooth() end to end on a CIFAR ResNet-20 (hidden width 64): trace, groups, city rows, solver, permutation.
 
     python benchmarks/bench_smooth.py [--runs 7]            median and breakdown, as in RESULTS.md
+    python benchmarks/bench_smooth.py --dry-run             one run on a narrow ResNet-20 (checks the script)
     pytest benchmarks/bench_smooth.py --benchmark-only      the same call under pytest-benchmark
 
 Each run smooths a fresh copy of one seeded model (smooth() works in place). Target: <= 0.2 s.
@@ -17,10 +18,10 @@ from neumeta_fast.channel_groups import channel_groups
 from neumeta_fast.models import cifar_resnet
 
 
-def _setup():
+def _setup(hidden_width: int = 64):
     torch.set_num_threads(1)  # single-thread timings, as the issue's targets are stated
     torch.manual_seed(0)
-    return cifar_resnet(20, hidden_width=64).eval(), torch.randn(1, 3, 32, 32)
+    return cifar_resnet(20, hidden_width=hidden_width).eval(), torch.randn(1, 3, 32, 32)
 
 
 def test_smooth_resnet20(benchmark):
@@ -28,11 +29,14 @@ def test_smooth_resnet20(benchmark):
     benchmark.pedantic(smooth, setup=lambda: ((copy.deepcopy(model), x), {}), rounds=7, warmup_rounds=1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    model, x = _setup()
+    parser.add_argument("--dry-run", action="store_true", help="one run, hidden width 4 (checks the script)")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.runs = 1
+    model, x = _setup(4 if args.dry_run else 64)
     smooth(copy.deepcopy(model), x)  # warm-up: first-call imports and allocations
     totals, discovery, per_group, solver, reports = [], [], [], [], []
     for _ in range(args.runs):

@@ -1,6 +1,7 @@
 """Trainer step time: the fast `generate` vs the literal reference implementation, same step otherwise.
 
     python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 64] [--noise 1 --noise-mode reference]
+    python benchmarks/bench_trainer.py --dry-run     one noisy step of the demo's quick set-up at width 2
 
 Both trainers share the demo's model (`DemoConfig().model` at its full width by default), INR
 configuration, batch stream and seed; only weight generation differs (`Trainer._generate` swapped for `reference_generate`
@@ -44,17 +45,20 @@ def step_times(trainer: Trainer, width: int, steps: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--width", type=int, default=None, help="default: the demo's full width")
     parser.add_argument("--noise", type=float, default=0.0, help="coordinate noise (the demo's default is 0)")
     parser.add_argument("--noise-mode", default="channels", choices=("channels", "reference"))
-    args = parser.parse_args()
+    parser.add_argument("--dry-run", action="store_true", help="one noisy step, quick configuration, width 2")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.steps, args.width, args.noise = 1, 2, 0.5  # noise: the reference trainer draws it too
     torch.set_num_threads(args.threads)
     data = D.load("digits", train_size=500)
-    setting = demo.DemoConfig()
+    setting = demo.quick_config() if args.dry_run else demo.DemoConfig()
     family = named_family(setting.model, full_width=setting.full_width)
     base = family.build(setting.full_width)
     config = replace(setting.trainer, noise=args.noise, noise_mode=args.noise_mode)

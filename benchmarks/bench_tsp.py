@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tsp.py            # full table (a few minutes on 2 cores)
     python benchmarks/bench_tsp.py --quick    # n <= 256 only
+    python benchmarks/bench_tsp.py --dry-run  # every instance kind and solver once, tiny (checks the script)
 
 Instance kinds: "struct" (clustered low-rank rows plus noise, d = 576), "uniform"
 (symmetrised i.i.d. entries, no geometry) and "weights" (the city matrices smooth()
@@ -122,14 +123,14 @@ def _cell(result, best):
     return f"{seconds * 1e3:.0f} ms / {gap:.4f}%"
 
 
-def large_table(kinds):
-    header = ["kind", "n"] + [f"ours {b * 1e3:g} ms" for b in BUDGETS] + ["ours converged"]
+def large_table(kinds, budgets=BUDGETS):
+    header = ["kind", "n"] + [f"ours {b * 1e3:g} ms" for b in budgets] + ["ours converged"]
     header += ["fast-tsp 100 ms", "fast-tsp 1 s", "elkai 1 trial", "elkai default", "best-known above bound"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for kind, make, sizes in kinds:
         for n in sizes:
             dist = make(n, seed=n)
-            row = {f"b{b}": run_ours(dist, b) for b in BUDGETS}
+            row = {f"b{b}": run_ours(dist, b) for b in budgets}
             row["conv"] = run_ours(dist, None)
             extra = [run_ours(dist, None, seed=s)[1] for s in (1, 2)]  # long runs, for best-known only
             if fast_tsp is not None:
@@ -140,7 +141,7 @@ def large_table(kinds):
                 if n <= ELKAI_DEFAULT_MAX_N:
                     row["e10"] = run_elkai(dist, one_trial=False)
             best = min([r[1] for r in row.values()] + extra)
-            keys = [f"b{b}" for b in BUDGETS] + ["conv", "f0.1", "f1", "e1", "e10"]
+            keys = [f"b{b}" for b in budgets] + ["conv", "f0.1", "f1", "e1", "e10"]
             bound = tsp.lower_bound(dist)
             cells = [_cell(row.get(k), best) for k in keys] + [f"{100 * (best / bound - 1):.4f}%"]
             lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
@@ -148,13 +149,13 @@ def large_table(kinds):
     return lines
 
 
-def small_table(sizes):
+def small_table(sizes, repeat=30):
     """Median time over repeated calls; gap against the best of ours and fast-tsp (exact for n <= 20)."""
     lines = ["| kind | n | ours median time | ours gap | proven optimal |", "|---|---|---|---|---|"]
     for kind, make in (("struct", struct_instance), ("uniform", uniform_instance)):
         for n in sizes:
             dist = make(n, seed=n)
-            times = [run_ours(dist, None)[0] for _ in range(30)]
+            times = [run_ours(dist, None)[0] for _ in range(repeat)]
             c = run_ours(dist, None)[1]
             best = min(c, run_fast_tsp(dist, 1.0)[1]) if fast_tsp is not None else c
             gap = 100 * (c / best - 1) if best > 0 else 0.0
@@ -166,10 +167,12 @@ def small_table(sizes):
     return lines
 
 
-def main():
+def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only n <= 256")
-    args = parser.parse_args()
+    parser.add_argument("--dry-run", action="store_true", help="n = 8 and 16, the smallest weights instance, "
+                        "one budget (checks the script)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     notes = []
     if fast_tsp is None:
@@ -179,11 +182,12 @@ def main():
     for note in notes:
         print("note:", note)
     print()
-    small = small_table([8, 12, 13, 14, 16])
+    small = small_table([8], repeat=1) if args.dry_run else small_table([8, 12, 13, 14, 16])
     print()
-    sizes = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    sizes = [16] if args.dry_run else [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    weight_sizes = WEIGHT_SIZES[:1] if args.dry_run else [n for n in WEIGHT_SIZES if n <= max(sizes)]
     large = large_table([("struct", struct_instance, sizes), ("uniform", uniform_instance, sizes),
-                         ("weights", weight_instance, [n for n in WEIGHT_SIZES if n <= max(sizes)])])
+                         ("weights", weight_instance, weight_sizes)], BUDGETS[:1] if args.dry_run else BUDGETS)
     print("\n" + "\n".join(small) + "\n\n" + "\n".join(large))
 
 

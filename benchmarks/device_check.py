@@ -2,6 +2,7 @@
 
     python benchmarks/device_check.py              GPU: cases a and b of bench_generate.py
     python benchmarks/device_check.py --cpu-smoke  same code path, tiny, Triton interpreter on the CPU
+    python benchmarks/device_check.py --dry-run    the smoke run on bench_generate's tiny case, one repeat
 
 Timings are `triton.testing.do_bench` medians on the GPU (perf_counter medians in the smoke run).
 Prints a markdown table and writes it to $OUT/device_check.md when OUT is set. Exits 1 when a
@@ -18,6 +19,7 @@ import time
 import torch
 
 from neumeta_fast import INR, Layout, generate
+from neumeta_fast.atomic import atomic_open
 from neumeta_fast.backends import triton_backend as tb
 from neumeta_fast.backends.request import philox_seed
 from neumeta_fast.encoding import frequencies
@@ -26,7 +28,7 @@ from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
 from neumeta_fast.reference import reference_generate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import CASES  # noqa: E402  (the same two real-size cases as the core benchmark)
+from bench_generate import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
 
 SMOKE = dict(shapes=lambda: [("conv", (5, 9, 3, 3)), ("proj", (4, 5, 1, 1)), ("fc", (7, 4)), ("bias", (37,))],
              inr=dict(hidden_dim=32, num_layers=3, num_freqs=4), norm=48.0)
@@ -85,12 +87,16 @@ def gradients(inr: INR, layout: Layout, norm: float, backend: str, probe: dict, 
     return {n: p.grad.clone() for n, p in inr.named_parameters()}
 
 
-def run_case(name: str, case: dict, device: torch.device, rows: list, failures: list, reference_fb: bool) -> None:
+def run_case(name: str, case: dict, device: torch.device, rows: list, failures: list, reference_fb: bool,
+             repeat: int = 3) -> None:
     shapes = case["shapes"]()
     layout, norm = Layout.from_shapes(shapes), case["norm"]
     torch.manual_seed(0)
     inr = INR(len(shapes), **case["inr"]).to(device)
     size = f"{layout.num_rows} coords, INR {inr.hidden_dim}/{inr.num_layers}/{inr.num_freqs}"
+
+    def bench(fn):
+        return bench_ms(fn, device, repeat)
 
     def gen(backend, **kw):
         return generate(inr, layout, norm=norm, backend=backend, check_finite=False, **kw)
@@ -126,15 +132,15 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
 
     # -- timings -------------------------------------------------------------------------------------
     with torch.no_grad():
-        t_torch = bench_ms(lambda: gen("torch"), device)
-        t_tri = bench_ms(lambda: gen("triton"), device)
-        t_bf16 = bench_ms(lambda: gen("triton", dtype=low), device)
-        t_tf32 = bench_ms(tf32_forward(inr, layout, norm), device)
+        t_torch = bench(lambda: gen("torch"))
+        t_tri = bench(lambda: gen("triton"))
+        t_bf16 = bench(lambda: gen("triton", dtype=low))
+        t_tf32 = bench(tf32_forward(inr, layout, norm))
         floor32, flops = gemm_floor(inr, layout.num_rows, device, torch.float32)
-        t_gemm = bench_ms(floor32, device)
-        t_gemm16 = bench_ms(gemm_floor(inr, layout.num_rows, device, low)[0], device)
-    t_tri_fb = bench_ms(lambda: gradients(inr, layout, norm, "triton", probe), device)
-    t_torch_fb = bench_ms(lambda: gradients(inr, layout, norm, "torch", probe), device)
+        t_gemm = bench(floor32)
+        t_gemm16 = bench(gemm_floor(inr, layout.num_rows, device, low)[0])
+    t_tri_fb = bench(lambda: gradients(inr, layout, norm, "triton", probe))
+    t_torch_fb = bench(lambda: gradients(inr, layout, norm, "torch", probe))
     rate = lambda ms: flops / ms / 1e9  # noqa: E731  (TFLOP/s when ms are milliseconds)
     rows += [
         f"| {name} | {size} | torch backend fwd | {t_torch:.2f} | {rate(t_torch):.1f} TFLOP/s |",
@@ -160,19 +166,21 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
             inr.zero_grad(set_to_none=True)
             out = reference_generate(inr, shapes, norm)
             sum((out[n] * probe[n]).sum() for n in out).backward()
-        t_ref_fb = bench_ms(ref_step, device)
+        t_ref_fb = bench(ref_step)
         rows.append(f"| {name} | | reference fwd+bwd (training step) | {t_ref_fb:.1f} | triton fwd+bwd "
                     f"{t_ref_fb / t_tri_fb:.1f}x faster (target >= 20x) |")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny case in the Triton interpreter")
-    args = parser.parse_args()
-    if args.cpu_smoke:
-        device, cases = torch.device("cpu"), {"smoke": SMOKE}
+    parser.add_argument("--dry-run", action="store_true", help="--cpu-smoke on a tinier case, one repeat, no file")
+    args = parser.parse_args(argv)
+    if args.cpu_smoke or args.dry_run:
+        device, cases = torch.device("cpu"), {"tiny": TINY} if args.dry_run else {"smoke": SMOKE}
         if os.environ.get("TRITON_INTERPRET") != "1":
-            raise SystemExit("--cpu-smoke needs TRITON_INTERPRET=1 in the environment (set before triton loads)")
+            raise SystemExit("--cpu-smoke and --dry-run need TRITON_INTERPRET=1 in the environment "
+                             "(set before triton loads)")
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --cpu-smoke (and TRITON_INTERPRET=1) on a CPU-only machine")
     else:
@@ -186,13 +194,13 @@ def main() -> int:
     failures: list[str] = []
     for name, case in cases.items():
         rows: list[str] = []
-        run_case(name, case, device, rows, failures, reference_fb=name != "b")
+        run_case(name, case, device, rows, failures, reference_fb=name != "b", repeat=1 if args.dry_run else 3)
         print("\n".join(rows), flush=True)
         lines += rows
     lines += ["", "correctness: " + ("all checks passed" if not failures else "FAILED: " + "; ".join(failures))]
     print(lines[-1])
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "device_check.md"), "w") as f:
+    if os.environ.get("OUT") and not args.dry_run:
+        with atomic_open(os.path.join(os.environ["OUT"], "device_check.md")) as f:
             f.write("\n".join(lines) + "\n")
     return 1 if failures else 0
 

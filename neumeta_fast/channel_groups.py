@@ -16,13 +16,18 @@ unite sources (union-find). Model inputs carry no sources (never permuted), sour
 reach a model output are fixed, and an op this module does not understand fixes the
 sources reaching it, with a warning: a skipped permutation costs smoothness, a wrong one
 would change the function.
+
+A tensor with several uses (a module called twice, a weight tied to another layer's, tensors
+that alias one memory) moves once for all of them: the uses' channel sources along an axis
+are united, and an axis that one use leaves in place (it reads the model input, say) stays in
+place for every use.
 """
 import math
 import operator
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +89,53 @@ def _permute(tensors: dict[str, torch.Tensor], group: ChannelGroup, order: torch
 def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters and buffers by name; a tensor shared by several modules appears once."""
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _tensor_names(model: nn.Module) -> tuple[dict[int, str], set[str]]:
+    """The name each parameter and buffer is permuted under, by id, and the names never to permute.
+
+    Distinct tensor objects that view the same memory the same way (a state dict that aliases
+    tensors) get one name, so they move once. Tensors that overlap in memory but view it
+    differently (one the transpose of the other, say) cannot move consistently: never permuted.
+    """
+    names: dict[int, str] = {}
+    by_view: dict[tuple, str] = {}
+    spans: list[_Span] = []
+    for name, tensor in _named_tensors(model).items():
+        if tensor.numel() == 0 or tensor.device.type == "meta" or tensor.layout != torch.strided:
+            names[id(tensor)] = name  # no memory to share, or none this can compare
+            continue
+        view = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        names[id(tensor)] = by_view.setdefault(view, name)
+        extent = 1 + sum((size - 1) * step for size, step in zip(tensor.shape, tensor.stride()))
+        start = tensor.data_ptr()
+        spans.append(_Span(str(tensor.device), start, start + extent * tensor.element_size(), view, by_view[view]))
+    entangled = _overlapping_views(spans)
+    if entangled:
+        warnings.warn(f"channel groups: {sorted(entangled)} share memory in different layouts; not permuted")
+    return names, entangled
+
+
+class _Span(NamedTuple):
+    """The bytes a tensor may touch: [start, end) on `device`."""
+
+    device: str
+    start: int
+    end: int
+    view: tuple
+    name: str
+
+
+def _overlapping_views(spans: list[_Span]) -> set[str]:
+    """Names of the spans that overlap a span of another view (sweep over the sorted starts)."""
+    clusters: list[list[_Span]] = []
+    for span in sorted(spans, key=lambda s: (s.device, s.start)):
+        last = clusters[-1] if clusters else None
+        if last and span.device == last[0].device and span.start < max(s.end for s in last):
+            last.append(span)
+        else:
+            clusters.append([span])
+    return {s.name for cluster in clusters if len({s.view for s in cluster}) > 1 for s in cluster}
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -176,12 +228,13 @@ class _GroupFinder:
     def __init__(self, model: nn.Module, shapes: dict[fx.Node, tuple]):
         self._model = model
         self._shapes = shapes
-        self._names = {id(t): name for name, t in reversed(list(_named_tensors(model).items()))}
+        self._names, entangled = _tensor_names(model)
         self._parent: list[int] = []
         self._size: list[int] = []
         self._fixed: list[bool] = []
         self._slices: list[tuple[int, ChannelSlice]] = []
-        self._frozen: set[str] = set()  # tensors used outside recognised layers: never permuted
+        self._frozen: set[str] = set(entangled)  # tensors used outside recognised layers: never permuted
+        self._pinned: set[tuple[str, int]] = set()  # (name, axis) some use of the tensor leaves in place
         self._maps: dict[fx.Node, _ChannelMap | None] = {}
 
     def run(self, graph: fx.Graph) -> list[ChannelGroup]:
@@ -258,6 +311,15 @@ class _GroupFinder:
             self._slices.append((source, ChannelSlice(name, axis, offset, length, block)))
             offset += length
 
+    def _pin_unattached(self, module: nn.Module, first_slice: int) -> None:
+        """Pin every axis of the module's tensors that this call did not attach to channels: if the
+        tensor is used elsewhere too (tied, or the module called again), those uses may not move it."""
+        attached = {(piece.name, piece.axis) for _, piece in self._slices[first_slice:]}
+        for tensor in (*module.parameters(), *module.buffers()):
+            name = self._names.get(id(tensor))
+            if name is not None:
+                self._pinned.update((name, axis) for axis in range(tensor.dim()) if (name, axis) not in attached)
+
     def _freeze(self, obj: Any) -> None:
         tensors = [obj] if isinstance(obj, torch.Tensor) else []
         if isinstance(obj, nn.Module):
@@ -268,6 +330,10 @@ class _GroupFinder:
         self._tie_shared_slices()
         for source, piece in self._slices:
             if piece.name in self._frozen:
+                self._fixed[self._find(source)] = True
+            elif (piece.name, piece.axis) in self._pinned and not self._fixed[self._find(source)]:
+                warnings.warn(f"channel groups: {piece.name} axis {piece.axis} is shared by uses that permute it "
+                              "and uses that keep it in place; not permuted")
                 self._fixed[self._find(source)] = True
         members: dict[int, list[ChannelSlice]] = {}
         for source, piece in self._slices:
@@ -314,7 +380,10 @@ class _GroupFinder:
                 self._fix(channel_map)
             return None
         if node.op == "call_module":
-            return self._visit_module(node, self._model.get_submodule(node.target))
+            module, first_slice = self._model.get_submodule(node.target), len(self._slices)
+            channel_map = self._visit_module(node, module)
+            self._pin_unattached(module, first_slice)
+            return channel_map
         return self._visit_call(node)
 
     def _visit_call(self, node: fx.Node) -> _ChannelMap | None:

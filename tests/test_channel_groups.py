@@ -7,6 +7,7 @@ from torch import nn
 
 from neumeta_fast import smooth
 from neumeta_fast.channel_groups import ChannelSlice, channel_groups, permute_channels
+from neumeta_fast.compat import PermutationManager
 from neumeta_fast.models import cifar_resnet, lenet
 
 
@@ -199,3 +200,107 @@ def test_permute_channels_rejects_a_non_permutation():
     (group, *_) = channel_groups(lenet(), torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match="permutation"):
         permute_channels(lenet(), group, [0] * group.channels)
+
+
+# -- tensors with several uses: tied weights, a module called twice, aliased memory ----------------
+def _tied_linear():
+    """The first layer's weight reused by the second: it reads the model input, so its columns stay."""
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    model[2].weight = model[0].weight
+    return model, torch.randn(4, 6)
+
+
+def _tied_conv():
+    model = nn.Sequential(nn.Conv2d(6, 6, 1), nn.ReLU(), nn.Conv2d(6, 6, 1), nn.ReLU(), nn.Conv2d(6, 2, 1))
+    model[2].weight = model[0].weight
+    return model, torch.randn(2, 6, 4, 4)
+
+
+class _CalledOnItsOwnOutput(nn.Module):
+    """One Linear called on the model input, then again on its own output."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.head = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.layer(torch.relu(self.layer(x)))))
+
+
+def _transposed_alias():
+    """Two Parameters over one memory, one the transpose of the other (a state dict that aliases tensors)."""
+    model = nn.Sequential(*[m for _ in range(3) for m in (nn.Linear(6, 6), nn.ReLU())], nn.Linear(6, 3))
+    model[4].weight = nn.Parameter(model[2].weight.detach().t())
+    return model, torch.randn(4, 6)
+
+
+@pytest.mark.parametrize("build, warning", [
+    (_tied_linear, "0.weight axis 1 is shared"), (_tied_conv, "0.weight axis 1 is shared"),
+    (lambda: (_CalledOnItsOwnOutput(), torch.randn(4, 6)), "layer.weight axis 1 is shared"),
+    (_transposed_alias, r"\['2.weight', '4.weight'\] share memory"),
+], ids=["tied_linear", "tied_conv_1x1", "module_called_on_input_and_own_output", "transposed_alias"])
+def test_uses_that_cannot_move_together_keep_their_channels_with_a_warning(build, warning):
+    torch.manual_seed(0)
+    model, x = build()
+    model.eval()
+    expected = model(x)
+    with pytest.warns(UserWarning, match=warning):
+        groups = channel_groups(model, x)
+    for group in groups:
+        permute_channels(model, group, torch.randperm(group.channels))
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=warning):
+        smooth(model, x)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=warning):
+        PermutationManager(model, x)()  # the reference's API, on the same groups
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_tied_between_hidden_layers_moves_once_for_both():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(),
+                          nn.Linear(6, 2))
+    model[4].weight = model[2].weight
+    x = torch.randn(4, 3)
+    expected = model(x)
+    (group,) = _quietly(model, x)  # every hidden width is one group: the tied weight maps it onto itself
+    assert {("0.weight", 0), ("2.weight", 0), ("2.weight", 1), ("4.bias", 0), ("6.weight", 1)} <= _axes(group)
+    permute_channels(model, group, torch.randperm(6))
+    assert torch.equal(model[2].weight, model[4].weight)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_parameters_aliasing_one_memory_move_once():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(),
+                          nn.Linear(6, 2))
+    model[4].weight = nn.Parameter(model[2].weight.detach())  # another Parameter object, the same memory
+    x = torch.randn(4, 3)
+    expected = model(x)
+    (group,) = _quietly(model, x)
+    assert not {piece.name for piece in group.slices} & {"4.weight"}  # permuted under its alias's name only
+    permute_channels(model, group, torch.randperm(6))
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_batchnorm_statistics_follow_both_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 1), nn.BatchNorm2d(6),
+                          nn.ReLU(), nn.Conv2d(6, 2, 1)).eval()
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+    model[4].running_mean = model[1].running_mean
+    x = torch.randn(2, 3, 4, 4)
+    expected = model(x)
+    (group,) = _quietly(model, x)  # the shared statistic ties both layers' channels
+    assert {("0.weight", 0), ("3.weight", 0), ("1.running_mean", 0)} <= _axes(group)
+    permute_channels(model, group, torch.randperm(6))
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_without_strided_memory_are_no_obstacle():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model.register_buffer("lookup", torch.eye(3).to_sparse())  # has no data pointer to compare
+    (group,) = _quietly(model, torch.randn(2, 3))
+    assert ("0.weight", 0) in _axes(group)

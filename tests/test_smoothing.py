@@ -1,11 +1,17 @@
 """smooth() and random group permutations keep every model's function; total variation never rises."""
+import warnings
+from dataclasses import dataclass
+
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from neumeta_fast import SmoothReport, smooth, total_variation
 from neumeta_fast.channel_groups import channel_groups, permute_channels
+from neumeta_fast.compat import PermutationManager
 from neumeta_fast.models import cifar_resnet, lenet, mlp, resnet18
 
 
@@ -167,3 +173,148 @@ def test_smooth_moves_running_statistics_with_their_channels():
     smooth(model, x)
     assert not torch.equal(model.bn1.running_mean, mean_before)
     assert torch.equal(model.bn1.running_mean.sort().values, mean_before.sort().values)
+
+
+# -- fuzzing: random small models with tied weights, reused modules and residuals -------------------
+@dataclass(frozen=True)
+class _Plan:
+    """A random model: `layers` to build, `steps` its forward takes.
+
+    layers: (kind, in, out, kernel, tie) with kind "dense" (a Linear, or a Conv2d when `conv`), "norm"
+    (BatchNorm) or "head" (the final Linear); tie None or (how, earlier layer index).
+    steps: ("layer", index) | ("relu",) | ("add", index into the outputs so far) | ("pool",).
+    """
+
+    conv: bool
+    in_width: int
+    layers: tuple
+    steps: tuple
+
+    @property
+    def shares_tensors(self) -> bool:
+        """Some layer is tied to an earlier one, or some module is called twice."""
+        called = [step[1] for step in self.steps if step[0] == "layer"]
+        return any(spec[-1] is not None for spec in self.layers) or len(set(called)) < len(called)
+
+
+@st.composite
+def _plans(draw):
+    conv = draw(st.booleans())
+    widths = [draw(st.integers(2, 5))]  # width of every output so far, the model input first
+    layers, steps = [], []
+    for _ in range(draw(st.integers(1, 6))):
+        width = widths[-1]
+        op = draw(st.sampled_from(["dense", "dense", "norm", "relu", "add"]))
+        tie = draw(st.sampled_from([None, None, "module", "weight", "alias", "transpose"]))
+        if op in ("dense", "norm"):
+            # an earlier layer of the same kind this one can be tied to (a transposed weight swaps in and out)
+            fits = [i for i, (kind, a, b, _, _) in enumerate(layers)
+                    if kind == op and (b if tie == "transpose" and op == "dense" else a) == width]
+            source = draw(st.sampled_from(fits)) if tie and fits else None
+            if tie == "module" and source is not None:
+                index = source  # the same module, called again
+            else:
+                if source is None:
+                    out = draw(st.integers(2, 5)) if op == "dense" else width
+                    layers.append((op, width, out, draw(st.sampled_from([1, 3])), None))
+                else:
+                    _, a, b, kernel, _ = layers[source]
+                    how = tie if op == "dense" else "statistics"
+                    layers.append((op, width, a if how == "transpose" else b, kernel, (how, source)))
+                index = len(layers) - 1
+            steps.append(("layer", index))
+            widths.append(layers[index][2])
+        elif op == "add" and width in widths[:-1]:
+            steps.append(("add", draw(st.sampled_from([i for i, w in enumerate(widths[:-1]) if w == width]))))
+            widths.append(width)
+        else:
+            steps.append(("relu",))
+            widths.append(width)
+    if conv:
+        steps.append(("pool",))
+    layers.append(("head", widths[-1], 3, 1, None))
+    steps.append(("layer", len(layers) - 1))
+    return _Plan(conv, widths[0], tuple(layers), tuple(steps))
+
+
+class _PlannedNet(nn.Module):
+    def __init__(self, plan: _Plan):
+        super().__init__()
+        self.steps = plan.steps
+        self.layers = nn.ModuleList(_layer(plan.conv, spec) for spec in plan.layers)
+        with torch.no_grad():
+            for spec, layer in zip(plan.layers, self.layers):
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):  # far from identity
+                    layer.running_mean.normal_()
+                    layer.running_var.uniform_(0.5, 2.0)
+                    layer.weight.uniform_(0.5, 1.5)
+                    layer.bias.normal_()
+                if spec[-1] is not None:
+                    _tie(layer, self.layers[spec[-1][1]], spec[-1][0])
+
+    def forward(self, x):
+        outputs = [x]
+        for step in self.steps:
+            if step[0] == "layer":
+                x = self.layers[step[1]](x)
+            elif step[0] == "relu":
+                x = torch.relu(x)
+            elif step[0] == "add":
+                x = x + outputs[step[1]]
+            else:
+                x = x.mean((2, 3))
+            outputs.append(x)
+        return x
+
+
+def _layer(conv: bool, spec) -> nn.Module:
+    kind, width_in, width_out, kernel, _ = spec
+    if kind == "norm":
+        return nn.BatchNorm2d(width_in) if conv else nn.BatchNorm1d(width_in)
+    if conv and kind == "dense":
+        return nn.Conv2d(width_in, width_out, kernel, padding=kernel // 2)
+    return nn.Linear(width_in, width_out)
+
+
+def _tie(layer: nn.Module, source: nn.Module, kind: str) -> None:
+    if kind == "statistics":  # BatchNorm: one running mean for both layers
+        layer.running_mean = source.running_mean
+    elif kind == "weight":  # the same Parameter
+        layer.weight = source.weight
+    elif kind == "alias":  # another Parameter over the same memory
+        layer.weight = nn.Parameter(source.weight.detach())
+    else:  # "transpose": another Parameter over the same memory, read transposed
+        layer.weight = nn.Parameter(source.weight.detach().transpose(0, 1))
+
+
+def _planned(plan: _Plan, seed: int):
+    torch.manual_seed(seed)
+    shape = (3, plan.in_width, 4, 4) if plan.conv else (3, plan.in_width)
+    return _PlannedNet(plan).eval(), torch.randn(shape)
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=_plans(), seed=st.integers(0, 2**16))
+def test_fuzz_random_models_keep_their_function(plan, seed):
+    """smooth(), random permutations of every group and PermutationManager on random models with
+    tied weights, reused modules, aliased memory and residuals: the function never changes, and
+    only models that share tensors warn."""
+    model, x = _planned(plan, seed)
+    with torch.no_grad():
+        expected = model(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        smooth(model, x, seed=seed)
+        with torch.no_grad():
+            _assert_same_function(expected, model(x))
+        generator = torch.Generator().manual_seed(seed)
+        for group in channel_groups(model, x):
+            permute_channels(model, group, torch.randperm(group.channels, generator=generator))
+        with torch.no_grad():
+            _assert_same_function(expected, model(x))
+        model, x = _planned(plan, seed)
+        PermutationManager(model, x)()
+        with torch.no_grad():
+            _assert_same_function(expected, model(x))
+    if not plan.shares_tensors:
+        assert not caught, [str(w.message) for w in caught]
