@@ -16,12 +16,18 @@ import torch
 from . import checkpoint as _ckpt
 from . import data as _data
 from . import distributed as _dist
-from .atomic import atomic_open
+from .atomic import atomic_open, check_writable, remove_orphans
 from .baselines import train_model
+from .errors import first_line
+from .fields import check_types
 from .models.family import named_family
+from .objective import TASKS
 from .objective import task as _task
 from .smoothing import smooth
 from .trainer import ConfigError, TrainConfig, Trainer, resolve_device
+
+# A guard against typos: a full width this large would allocate tens of GB for one layer.
+MAX_FULL_WIDTH = 4096
 
 
 @dataclass
@@ -39,6 +45,32 @@ class RunConfig:
     out: str = "out/train"
     trainer: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_types(self, ConfigError)
+        checks = [
+            (self.dataset in _data.DATASETS, f"unknown dataset {self.dataset!r}; expected one of {_data.DATASETS}"),
+            (self.task in TASKS, f"unknown task {self.task!r}; expected one of {sorted(TASKS)}"),
+            (1 <= self.full_width <= MAX_FULL_WIDTH, f"full_width must be in [1, {MAX_FULL_WIDTH}], got {self.full_width}"),
+            (self.train_size is None or self.train_size >= 1, f"train_size must be >= 1, got {self.train_size}"),
+            (self.base_steps >= 0, f"base_steps must be >= 0, got {self.base_steps}"),
+            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}"),
+            (self.out != "", "out must name a folder, got ''"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "RunConfig":
+        """A run from the mapping read from `source` (named in errors): unknown keys and bad values are ConfigErrors."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} must hold a mapping of keys, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown} in {source}; known keys: {sorted(known)}")
+        return cls(**values)
+
     @classmethod
     def from_file(cls, path: str) -> "RunConfig":
         if not os.path.isfile(path):
@@ -54,21 +86,13 @@ class RunConfig:
                 values = tomllib.loads(raw.decode())
             else:
                 values = json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
             raise ConfigError(f"config file {path!r} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path!r} must hold a mapping of keys, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown} in {path}; known keys: {sorted(known)}")
-        return cls(**values)
+        return cls.from_dict(values, f"config file {path!r}")
 
 
 def _family(run: RunConfig):
     shape = {"digits": (1, 8), "synthetic": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32)}
-    if run.dataset not in shape:
-        raise _data.DataError(f"unknown dataset {run.dataset!r}; expected one of {_data.DATASETS}")
     channels, size = shape[run.dataset]
     classes = {"cifar100": 100, "synthetic": 4}.get(run.dataset, 10)
     try:
@@ -89,8 +113,22 @@ def _prepare(run: RunConfig):
         family.check_width(w)
     if run.base_checkpoint is not None and not os.path.isfile(run.base_checkpoint):
         raise FileNotFoundError(f"base_checkpoint {run.base_checkpoint!r} does not exist")
+    check_writable(run.out, "out", folder=True)
     data = _data.load(run.dataset, root=run.data_root, train_size=run.train_size, seed=config.seed)
+    _check_model_fits(run, family, data, task)
     return task, family, config, widths, data
+
+
+def _check_model_fits(run: RunConfig, family, data: _data.Dataset, task) -> None:
+    """One forward pass and loss on two examples: a model that does not fit the task or the data fails
+    here, with its name, rather than after the base model has trained."""
+    x, y = data.x_train[:2], data.y_train[:2]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            task.loss(family.build(family.widths[0])(x), x, y)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ConfigError(f"model {run.model!r} does not fit task {run.task!r} on {run.dataset} inputs "
+                              f"{tuple(x.shape[1:])}: {first_line(exc)}") from exc
 
 
 def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
@@ -107,11 +145,11 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
     else:
         if run.base_checkpoint is not None:
             try:
-                state = _ckpt.load(run.base_checkpoint)
+                state = _ckpt.load(run.base_checkpoint, expect_checksum=False)
                 base.load_state_dict(state)
             except (RuntimeError, ValueError, AttributeError) as exc:
                 raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
-                                  f"{run.full_width}: {str(exc).splitlines()[0]}") from exc
+                                  f"{run.full_width}: {first_line(exc)}") from exc
         else:
             torch.manual_seed(config.seed)
             base = train_model(base, data, task, steps=run.base_steps, seed=config.seed)
@@ -123,6 +161,7 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
     extra = {"run": dataclasses.asdict(run), "base": base.state_dict()}
     if rank == 0:
         os.makedirs(run.out, exist_ok=True)
+        remove_orphans(run.out)
     log_path = os.path.join(run.out, "log.csv")
     with _CsvLog(log_path if rank == 0 else None) as log:
         trainer.fit(log=log, checkpoint=ckpt_path, checkpoint_every=run.checkpoint_every, checkpoint_extra=extra)
@@ -137,10 +176,13 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
 
 def sample(checkpoint: str, width: int, out: str, samples: int | None = None) -> str:
     """Write the `state_dict` of the width-`width` model a trained run generates (BN recalibrated)."""
+    if samples is not None and samples < 1:
+        raise ConfigError(f"samples must be >= 1 (K-sample averaging), got {samples}")
+    check_writable(out, "--out", folder=False)
     state = _ckpt.load(checkpoint)
     if "run" not in state:
         raise ConfigError(f"{checkpoint!r} is not a checkpoint written by `train` (no run configuration)")
-    run = RunConfig(**state["run"])
+    run = RunConfig.from_dict(state["run"], f"the run configuration in {checkpoint!r}")
     task = _task(run.task)
     family = _family(run)
     family.check_width(width)
@@ -150,7 +192,8 @@ def sample(checkpoint: str, width: int, out: str, samples: int | None = None) ->
     base.load_state_dict(state["base"])
     trainer = Trainer(family, base, data, config, task)
     trainer.load_state_dict(state)
-    _ckpt.save(trainer.model(width, samples=samples).state_dict(), out)
+    remove_orphans(os.path.dirname(os.path.abspath(out)))
+    _ckpt.save(trainer.model(width, samples=samples).state_dict(), out, checksum=False)
     return out
 
 
