@@ -132,13 +132,17 @@ def _check_model_fits(run: RunConfig, family, data: _data.Dataset, task) -> None
 
 
 def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
-    """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out."""
+    """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out.
+
+    Seeds torch's global RNG with trainer.seed first: the same config gives the same base model,
+    INR and log in every process."""
     task, family, config, widths, data = _prepare(run)
     rank, _ = _dist.init_from_env(resolve_device(config.device))
     ckpt_path = os.path.join(run.out, "checkpoint.pt")
     resume = _ckpt.load(ckpt_path) if os.path.isfile(ckpt_path) else None
     if resume is not None:
         _check_same_run(dict(resume.get("run", {})), run, ckpt_path)
+    torch.manual_seed(config.seed)
     base = family.build(family.full_width)
     if resume is not None:
         base.load_state_dict(resume["base"])
@@ -151,7 +155,6 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
                 raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
                                   f"{run.full_width}: {first_line(exc)}") from exc
         else:
-            torch.manual_seed(config.seed)
             base = train_model(base, data, task, steps=run.base_steps, seed=config.seed)
         smooth(base, data.x_train[:4], seed=config.seed)
     trainer = Trainer(family, base, data, config, task, progress=progress and rank == 0)
@@ -163,7 +166,7 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
         os.makedirs(run.out, exist_ok=True)
         remove_orphans(run.out)
     log_path = os.path.join(run.out, "log.csv")
-    with _CsvLog(log_path if rank == 0 else None) as log:
+    with _CsvLog(log_path if rank == 0 else None, trainer.step_count) as log:
         trainer.fit(log=log, checkpoint=ckpt_path, checkpoint_every=run.checkpoint_every, checkpoint_extra=extra)
     trainer.save(ckpt_path, extra)
     metrics = {"step": trainer.step_count, "recon_rel_error": trainer.recon_rel_error(),
@@ -197,28 +200,52 @@ def sample(checkpoint: str, width: int, out: str, samples: int | None = None) ->
     return out
 
 
-class _CsvLog:
-    """Appends one CSV row per step (header once); a no-op on ranks other than 0."""
+_LOG_FIELDS = ["step", "width", "loss", "task", "recon", "lr"]
 
-    def __init__(self, path: str | None):
-        self.path, self.fh, self.writer = path, None, None
+
+class _CsvLog:
+    """One CSV row per step, flushed as written (a killed run keeps every logged step); a no-op on
+    ranks other than 0. Opening it drops the rows after `start_step`, the step a run resumes from,
+    so that the steps it repeats are logged once."""
+
+    def __init__(self, path: str | None, start_step: int):
+        self.path, self.start_step, self.fh, self.writer = path, start_step, None, None
 
     def __enter__(self):
         if self.path is not None:
-            new = not os.path.isfile(self.path)
+            self._keep_rows_up_to(self.start_step)
             self.fh = open(self.path, "a", newline="")
-            self.writer = csv.DictWriter(self.fh, ["step", "width", "loss", "task", "recon", "lr"])
-            if new:
-                self.writer.writeheader()
+            self.writer = csv.DictWriter(self.fh, _LOG_FIELDS)
         return self
+
+    def _keep_rows_up_to(self, step: int) -> None:
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if _step_of(r) is not None and _step_of(r) <= step]
+        with atomic_open(self.path, "w") as fh:  # rewritten whole: a kill here leaves the old log
+            writer = csv.DictWriter(fh, _LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def __call__(self, row: dict) -> None:
         if self.writer is not None:
             self.writer.writerow(row)
+            self.fh.flush()
 
     def __exit__(self, *exc):
         if self.fh is not None:
             self.fh.close()
+
+
+def _step_of(row: dict) -> int | None:
+    """A logged row's step; None for a row a kill cut short (missing fields) or that is not a step."""
+    if None in row.values() or None in row:
+        return None
+    try:
+        return int(row["step"])
+    except (KeyError, ValueError):
+        return None
 
 
 # Fields a resumed run may change: where it writes, how often, and what it evaluates at the end
@@ -227,14 +254,26 @@ _RESUMABLE_CHANGES = {"out", "checkpoint_every", "eval_widths"}
 
 
 def _check_same_run(saved: dict, run: RunConfig, path: str) -> None:
-    """Resuming under another model, data or trainer config would silently mix two runs: refuse."""
+    """Resuming under another model, data or trainer config would silently mix two runs: refuse,
+    naming each changed key with its value in the checkpoint and now."""
     current = dataclasses.asdict(run)
     for values in (saved, current):
-        values["trainer"] = {k: v for k, v in values.get("trainer", {}).items() if k != "device"}
-    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
-    if changed:
-        raise ConfigError(f"{path!r} was written by a run with other {changed}: use another `out` folder "
-                          "or the original config")
+        values["trainer"] = _trainer_values(values.get("trainer", {}))
+    changes = [f"{key}: checkpoint {saved.get(key)!r}, now {current[key]!r}"
+               for key in sorted(current) if key not in _RESUMABLE_CHANGES and key != "trainer"
+               and saved.get(key) != current[key]]
+    changes += [f"trainer.{key}: checkpoint {value!r}, now {current['trainer'][key]!r}"
+                for key, value in saved["trainer"].items() if value != current["trainer"][key]]
+    if changes:
+        raise ConfigError(f"{path!r} was written by another run ({'; '.join(changes)}): use another `out` "
+                          "folder or the original config")
+
+
+def _trainer_values(trainer: dict) -> dict:
+    """A run's trainer table with TrainConfig's defaults filled in, less the device (a resume may change it)."""
+    values = TrainConfig.from_dict({k: v for k, v in trainer.items() if k != "device"}).to_dict()
+    del values["device"]
+    return values
 
 
 def _write_json(obj: dict, path: str) -> None:

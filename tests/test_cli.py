@@ -1,16 +1,19 @@
 """CLI: bad input ends with one message and exit 2 before anything is written; train/sample/demo run."""
+import csv
 import dataclasses
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from helpers import flip_tensor_byte
-from neumeta_fast import demo, runs
+from neumeta_fast import checkpoint, demo, runs
 from neumeta_fast.cli import main
 from neumeta_fast.models.family import named_family
 from neumeta_fast.trainer import ConfigError, TrainConfig
@@ -145,6 +148,36 @@ def test_resume_from_a_damaged_checkpoint_exits_2(trained, tmp_path, capsys, no_
     assert (out / "checkpoint.pt").read_bytes() == damaged
 
 
+def test_resume_refusal_names_the_changed_key_and_both_values(trained, tmp_path, capsys, no_training):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    assert main(["train", "--config", _config(tmp_path, **_trainer(noise=0.5, lr=0.01))]) == 2
+    err = _one_error_line(capsys)
+    assert "trainer.lr: checkpoint 0.001, now 0.01; trainer.noise: checkpoint 0.0, now 0.5" in err
+
+
+def test_device_cuda_without_cuda_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--config", _config(tmp_path), "--device", "cuda"]) == 2
+    assert main(["train", "--config", _config(tmp_path, trainer={**TINY_TRAINER, "device": "cuda"})]) == 2
+    assert main(["demo", "--quick", "--device", "cuda", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all("CUDA is not available" in line for line in err)
+    assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "demo")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "vgg"], "unknown model 'vgg'"),
+    (["--full-width", "0"], "widths >= 1"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+])
+def test_demo_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "demo"
+    assert main(["demo", *args, "--out", str(out), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_missing_and_malformed_config_files(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "none.json")]) == 2
     bad = tmp_path / "bad.json"
@@ -174,7 +207,7 @@ def test_train_resume_and_sample(tmp_path, capsys):
     assert "builds widths 1..4 (4 values), got 7" in capsys.readouterr().err
     before = (out / "checkpoint.pt").read_bytes()
     assert main(["train", "--config", _config(tmp_path, full_width=3), "--no-progress"]) == 2  # not the same run
-    assert "other ['full_width']" in capsys.readouterr().err
+    assert "full_width: checkpoint 4, now 3" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
@@ -226,6 +259,61 @@ def test_demo_unwritable_out_exits_2_before_the_work(tmp_path, capsys, monkeypat
     (tmp_path / "file").write_text("")
     assert main(["demo", "--quick", "--jobs", "1", "--out", str(tmp_path / "file" / "demo"), "--no-progress"]) == 2
     assert "is a file, not a folder" in _one_error_line(capsys)
+
+
+def _start_cli(*args, cwd, extra=""):
+    """`python -m neumeta_fast ARGS` in a fresh process (after the Python lines `extra`), in `cwd`."""
+    code = f"import sys\n{extra}\nfrom neumeta_fast.cli import main\nsys.exit(main({list(args)!r}))"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_train_is_reproducible_across_processes(tmp_path, monkeypatch):
+    """Same config in a fresh process (its own random startup seed) and in this one (whose RNG earlier
+    tests moved): bit-identical results."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "run.json").write_text(open(_config(folder, out="run")).read())
+    proc = _start_cli("train", "--config", "run.json", "--no-progress", cwd=folders[0])
+    monkeypatch.chdir(folders[1])
+    torch.rand(3)
+    assert main(["train", "--config", "run.json", "--no-progress"]) == 0
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    a, b = (checkpoint.load(str(f / "run" / "checkpoint.pt")) for f in folders)
+    assert checkpoint.digest(a) == checkpoint.digest(b)  # base model, INR, EMA, optimizer, RNG states
+    for name in ("log.csv", "metrics.json"):
+        assert (folders[0] / "run" / name).read_text() == (folders[1] / "run" / name).read_text()
+
+
+# Killed by SIGKILL while writing the step-4 checkpoint: after step 4 was logged, before the write ended.
+_KILL_IN_SECOND_CHECKPOINT = """
+import os, signal, torch
+save, calls = torch.save, []
+def dying_save(obj, fh):
+    calls.append(1)
+    if len(calls) == 2:
+        fh.write(b"half a checkpoint")
+        fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(obj, fh)
+torch.save = dying_save
+"""
+
+
+def test_kill_9_loses_no_logged_step_leaves_no_temp_file_and_resumes_without_repeats(tmp_path, capsys):
+    config = _config(tmp_path, **_trainer(steps=6))
+    proc = _start_cli("train", "--config", config, "--no-progress", cwd=tmp_path, extra=_KILL_IN_SECOND_CHECKPOINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    out = tmp_path / "run"
+    assert [r["step"] for r in csv.DictReader(open(out / "log.csv"))] == ["1", "2", "3", "4"]  # flushed per row
+    orphans = [n for n in os.listdir(out) if n.startswith(".tmp-")]
+    assert len(orphans) == 1 and "checkpoint.pt" in os.listdir(out)  # the step-2 checkpoint
+    assert main(["train", "--config", config, "--no-progress"]) == 0
+    assert "resumed" in capsys.readouterr().out and not orphans[0] in os.listdir(out)
+    assert [r["step"] for r in csv.DictReader(open(out / "log.csv"))] == ["1", "2", "3", "4", "5", "6"]
 
 
 class _Checked(Exception):
@@ -298,3 +386,14 @@ def test_fuzzed_small_configs_train_or_exit_2_with_one_line(tmp_path_factory, ca
     else:
         event("exit 2")
         _one_error_line(capsys)
+
+
+def test_resume_may_change_the_trainer_device(trained, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    state = checkpoint.load(str(out / "checkpoint.pt"))
+    state["run"]["trainer"] = {**state["run"]["trainer"], "device": "cuda"}  # trained on a GPU machine
+    checkpoint.save(state, str(out / "checkpoint.pt"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--config", _config(tmp_path), "--no-progress"]) == 0
+    assert "resumed" in capsys.readouterr().out
