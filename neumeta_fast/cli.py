@@ -12,16 +12,20 @@ from dataclasses import replace
 
 import torch
 
+from .atomic import OutputError
+from .checkpoint import CheckpointError
 from .data import DataError
+from .errors import first_line
 from .models.family import WidthError
 from .trainer import ConfigError
 
-USAGE_ERRORS = (ConfigError, DataError, WidthError, FileNotFoundError)
+USAGE_ERRORS = (ConfigError, DataError, WidthError, CheckpointError, OutputError, FileNotFoundError)
 _DEVICE_HELP = "trainer device: cpu (default), cuda, cuda:N or auto (cuda when available)"
 
 
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
+    from .runs import MAX_FULL_WIDTH
     config = demo.quick_config(args.task) if args.quick else demo.DemoConfig(task=args.task)
     overrides = {k: v for k, v in (("noise_mode", args.noise_mode), ("recon", args.recon),
                                    ("prefit_steps", args.prefit_steps), ("steps", args.steps),
@@ -30,6 +34,8 @@ def _demo(args: argparse.Namespace) -> int:
     config = replace(config, trainer=trainer, seeds=config.seeds if args.seeds is None else args.seeds,
                      model=config.model if args.model is None else args.model,
                      full_width=config.full_width if args.full_width is None else args.full_width)
+    if config.full_width > MAX_FULL_WIDTH:
+        raise ConfigError(f"--full-width must be <= {MAX_FULL_WIDTH}, got {config.full_width}")
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {config.seeds}")
     if args.jobs < 1:
@@ -98,12 +104,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.threads < 1:
-        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+    # More threads than CPUs only slows these models down; tens of thousands crash libgomp.
+    cpus = os.cpu_count() or 1
+    if not 1 <= args.threads <= cpus:
+        print(f"error: --threads must be in [1, {cpus}] (the CPUs here), got {args.threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except USAGE_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2

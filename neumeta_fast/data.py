@@ -5,12 +5,20 @@ permutation per epoch (`BatchStream`), whose state is part of a checkpoint.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .errors import first_line
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray, numeric as _numeric
+except ImportError:  # numpy 1
+    from numpy.core import multiarray as _multiarray, numeric as _numeric
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
 
@@ -76,7 +84,8 @@ def _digits(seed: int) -> Dataset:
 
 
 def _cifar(name: str, root: str | None) -> Dataset:
-    """CIFAR from the python-format pickles (cifar-10-batches-py / cifar-100-python) under `root`."""
+    """CIFAR from the python-format pickles (cifar-10-batches-py / cifar-100-python) under `root`,
+    read without running code from them (see _BatchUnpickler)."""
     if root is None:
         raise DataError(f"{name} needs --data-root pointing at the extracted python-format files (no download)")
     if name == "cifar10":
@@ -95,10 +104,9 @@ def _cifar(name: str, root: str | None) -> Dataset:
     def read(files):
         xs, ys = [], []
         for f in files:
-            with open(os.path.join(folder, f), "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            x, y = _cifar_batch(os.path.join(folder, f), label_key, classes)
+            xs.append(x)
+            ys.append(y)
         x = torch.from_numpy(np.concatenate(xs)).float() / 255.0
         mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
         std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -107,6 +115,55 @@ def _cifar(name: str, root: str | None) -> Dataset:
     x_train, y_train = read(train_files)
     x_test, y_test = read(test_files)
     return Dataset(name, x_train, y_train, x_test, y_test, classes)
+
+
+# What a CIFAR python-format batch may reference: numpy arrays (the names numpy 1 and 2 pickle them
+# under) and, in protocol-2 files written by Python 3, bytes (`_codecs.encode`). Any other global
+# (os.system, builtins.eval, ...) is refused: loading a dataset must never run code from a file.
+_PICKLE_GLOBALS = {
+    **{(module, "_reconstruct"): _multiarray._reconstruct
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "_frombuffer"): _numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers, numbers, strings, bytes and numpy arrays, nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays and bytes are allowed)")
+        return _PICKLE_GLOBALS[module, name]
+
+
+def _cifar_batch(path: str, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One python-format CIFAR batch: images uint8 [N, 3, 32, 32] and labels int64 [N], checked."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _BatchUnpickler(fh, encoding="bytes").load()
+    except Exception as exc:  # a damaged or hostile file fails in pickle, numpy or memory alike
+        raise DataError(f"{path} is not a python-format CIFAR batch: {first_line(exc)}") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise DataError(f"{path} is not a python-format CIFAR batch: expected a dict with b'data' and "
+                        f"{label_key!r}, got {keys}")
+    images, labels = batch[b"data"], batch[label_key]
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2
+            and images.shape[1] == 3 * 32 * 32):
+        what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise DataError(f"{path}: b'data' must be a uint8 array [N, 3072], got {what}")
+    try:
+        labels = np.asarray(labels)
+    except Exception as exc:  # ragged or exotic label lists
+        raise DataError(f"{path}: {label_key!r} is not a list of ints: {first_line(exc)}") from exc
+    if labels.shape != (len(images),) or labels.dtype.kind not in "iu" or (
+            len(labels) and not 0 <= labels.min() <= labels.max() < classes):
+        raise DataError(f"{path}: {label_key!r} must be {len(images)} ints in [0, {classes}), got "
+                        f"{labels.dtype} {labels.shape}")
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def synthetic(n_train: int = 256, n_test: int = 128, shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 4,

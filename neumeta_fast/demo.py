@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import data as _data
-from .atomic import atomic_open
+from .atomic import atomic_open, check_writable, remove_orphans
 from .baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, train_model
 from .models.family import fraction_width, named_family
 from .objective import task as _task
@@ -81,6 +81,8 @@ def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, e
     task = _task(config.task)
     family = _family(config)
     training_widths(config, family)  # bad settings fail here, not in a worker
+    check_writable(out, "out", folder=True)  # before the work, not after it
+    remove_orphans(out)
     widths = [fraction_width(config.full_width, f) for f in FRACTIONS]
     start = time.perf_counter()
     # Longest jobs first: a baselines job takes about 1.1x a NeuMeta one (191 s against 172 s,

@@ -16,12 +16,18 @@ import torch
 from . import checkpoint as _ckpt
 from . import data as _data
 from . import distributed as _dist
-from .atomic import atomic_open
+from .atomic import atomic_open, check_writable, remove_orphans
 from .baselines import train_model
+from .errors import first_line
+from .fields import check_types
 from .models.family import named_family
+from .objective import TASKS
 from .objective import task as _task
 from .smoothing import smooth
 from .trainer import ConfigError, TrainConfig, Trainer, resolve_device
+
+# A guard against typos: a full width this large would allocate tens of GB for one layer.
+MAX_FULL_WIDTH = 4096
 
 
 @dataclass
@@ -39,6 +45,32 @@ class RunConfig:
     out: str = "out/train"
     trainer: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_types(self, ConfigError)
+        checks = [
+            (self.dataset in _data.DATASETS, f"unknown dataset {self.dataset!r}; expected one of {_data.DATASETS}"),
+            (self.task in TASKS, f"unknown task {self.task!r}; expected one of {sorted(TASKS)}"),
+            (1 <= self.full_width <= MAX_FULL_WIDTH, f"full_width must be in [1, {MAX_FULL_WIDTH}], got {self.full_width}"),
+            (self.train_size is None or self.train_size >= 1, f"train_size must be >= 1, got {self.train_size}"),
+            (self.base_steps >= 0, f"base_steps must be >= 0, got {self.base_steps}"),
+            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}"),
+            (self.out != "", "out must name a folder, got ''"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "RunConfig":
+        """A run from the mapping read from `source` (named in errors): unknown keys and bad values are ConfigErrors."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} must hold a mapping of keys, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown} in {source}; known keys: {sorted(known)}")
+        return cls(**values)
+
     @classmethod
     def from_file(cls, path: str) -> "RunConfig":
         if not os.path.isfile(path):
@@ -54,21 +86,13 @@ class RunConfig:
                 values = tomllib.loads(raw.decode())
             else:
                 values = json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
             raise ConfigError(f"config file {path!r} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path!r} must hold a mapping of keys, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown} in {path}; known keys: {sorted(known)}")
-        return cls(**values)
+        return cls.from_dict(values, f"config file {path!r}")
 
 
 def _family(run: RunConfig):
     shape = {"digits": (1, 8), "synthetic": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32)}
-    if run.dataset not in shape:
-        raise _data.DataError(f"unknown dataset {run.dataset!r}; expected one of {_data.DATASETS}")
     channels, size = shape[run.dataset]
     classes = {"cifar100": 100, "synthetic": 4}.get(run.dataset, 10)
     try:
@@ -89,31 +113,48 @@ def _prepare(run: RunConfig):
         family.check_width(w)
     if run.base_checkpoint is not None and not os.path.isfile(run.base_checkpoint):
         raise FileNotFoundError(f"base_checkpoint {run.base_checkpoint!r} does not exist")
+    check_writable(run.out, "out", folder=True)
     data = _data.load(run.dataset, root=run.data_root, train_size=run.train_size, seed=config.seed)
+    _check_model_fits(run, family, data, task)
     return task, family, config, widths, data
 
 
+def _check_model_fits(run: RunConfig, family, data: _data.Dataset, task) -> None:
+    """One forward pass and loss on two examples: a model that does not fit the task or the data fails
+    here, with its name, rather than after the base model has trained."""
+    x, y = data.x_train[:2], data.y_train[:2]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            task.loss(family.build(family.widths[0])(x), x, y)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ConfigError(f"model {run.model!r} does not fit task {run.task!r} on {run.dataset} inputs "
+                              f"{tuple(x.shape[1:])}: {first_line(exc)}") from exc
+
+
 def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
-    """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out."""
+    """Train (or resume) a run; writes checkpoint.pt, log.csv and metrics.json under run.out.
+
+    Seeds torch's global RNG with trainer.seed first: the same config gives the same base model,
+    INR and log in every process."""
     task, family, config, widths, data = _prepare(run)
     rank, _ = _dist.init_from_env(resolve_device(config.device))
     ckpt_path = os.path.join(run.out, "checkpoint.pt")
     resume = _ckpt.load(ckpt_path) if os.path.isfile(ckpt_path) else None
     if resume is not None:
         _check_same_run(dict(resume.get("run", {})), run, ckpt_path)
+    torch.manual_seed(config.seed)
     base = family.build(family.full_width)
     if resume is not None:
         base.load_state_dict(resume["base"])
     else:
         if run.base_checkpoint is not None:
             try:
-                state = _ckpt.load(run.base_checkpoint)
+                state = _ckpt.load(run.base_checkpoint, expect_checksum=False)
                 base.load_state_dict(state)
             except (RuntimeError, ValueError, AttributeError) as exc:
                 raise ConfigError(f"base_checkpoint {run.base_checkpoint!r} does not fit {run.model} at width "
-                                  f"{run.full_width}: {str(exc).splitlines()[0]}") from exc
+                                  f"{run.full_width}: {first_line(exc)}") from exc
         else:
-            torch.manual_seed(config.seed)
             base = train_model(base, data, task, steps=run.base_steps, seed=config.seed)
         smooth(base, data.x_train[:4], seed=config.seed)
     trainer = Trainer(family, base, data, config, task, progress=progress and rank == 0)
@@ -123,8 +164,9 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
     extra = {"run": dataclasses.asdict(run), "base": base.state_dict()}
     if rank == 0:
         os.makedirs(run.out, exist_ok=True)
+        remove_orphans(run.out)
     log_path = os.path.join(run.out, "log.csv")
-    with _CsvLog(log_path if rank == 0 else None) as log:
+    with _CsvLog(log_path if rank == 0 else None, trainer.step_count) as log:
         trainer.fit(log=log, checkpoint=ckpt_path, checkpoint_every=run.checkpoint_every, checkpoint_extra=extra)
     trainer.save(ckpt_path, extra)
     metrics = {"step": trainer.step_count, "recon_rel_error": trainer.recon_rel_error(),
@@ -137,10 +179,13 @@ def train(run: RunConfig, *, progress: bool = True, echo=print) -> dict:
 
 def sample(checkpoint: str, width: int, out: str, samples: int | None = None) -> str:
     """Write the `state_dict` of the width-`width` model a trained run generates (BN recalibrated)."""
+    if samples is not None and samples < 1:
+        raise ConfigError(f"samples must be >= 1 (K-sample averaging), got {samples}")
+    check_writable(out, "--out", folder=False)
     state = _ckpt.load(checkpoint)
     if "run" not in state:
         raise ConfigError(f"{checkpoint!r} is not a checkpoint written by `train` (no run configuration)")
-    run = RunConfig(**state["run"])
+    run = RunConfig.from_dict(state["run"], f"the run configuration in {checkpoint!r}")
     task = _task(run.task)
     family = _family(run)
     family.check_width(width)
@@ -150,32 +195,57 @@ def sample(checkpoint: str, width: int, out: str, samples: int | None = None) ->
     base.load_state_dict(state["base"])
     trainer = Trainer(family, base, data, config, task)
     trainer.load_state_dict(state)
-    _ckpt.save(trainer.model(width, samples=samples).state_dict(), out)
+    remove_orphans(os.path.dirname(os.path.abspath(out)))
+    _ckpt.save(trainer.model(width, samples=samples).state_dict(), out, checksum=False)
     return out
 
 
-class _CsvLog:
-    """Appends one CSV row per step (header once); a no-op on ranks other than 0."""
+_LOG_FIELDS = ["step", "width", "loss", "task", "recon", "lr"]
 
-    def __init__(self, path: str | None):
-        self.path, self.fh, self.writer = path, None, None
+
+class _CsvLog:
+    """One CSV row per step, flushed as written (a killed run keeps every logged step); a no-op on
+    ranks other than 0. Opening it drops the rows after `start_step`, the step a run resumes from,
+    so that the steps it repeats are logged once."""
+
+    def __init__(self, path: str | None, start_step: int):
+        self.path, self.start_step, self.fh, self.writer = path, start_step, None, None
 
     def __enter__(self):
         if self.path is not None:
-            new = not os.path.isfile(self.path)
+            self._keep_rows_up_to(self.start_step)
             self.fh = open(self.path, "a", newline="")
-            self.writer = csv.DictWriter(self.fh, ["step", "width", "loss", "task", "recon", "lr"])
-            if new:
-                self.writer.writeheader()
+            self.writer = csv.DictWriter(self.fh, _LOG_FIELDS)
         return self
+
+    def _keep_rows_up_to(self, step: int) -> None:
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if _step_of(r) is not None and _step_of(r) <= step]
+        with atomic_open(self.path, "w") as fh:  # rewritten whole: a kill here leaves the old log
+            writer = csv.DictWriter(fh, _LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def __call__(self, row: dict) -> None:
         if self.writer is not None:
             self.writer.writerow(row)
+            self.fh.flush()
 
     def __exit__(self, *exc):
         if self.fh is not None:
             self.fh.close()
+
+
+def _step_of(row: dict) -> int | None:
+    """A logged row's step; None for a row a kill cut short (missing fields) or that is not a step."""
+    if None in row.values() or None in row:
+        return None
+    try:
+        return int(row["step"])
+    except (KeyError, ValueError):
+        return None
 
 
 # Fields a resumed run may change: where it writes, how often, and what it evaluates at the end
@@ -184,14 +254,26 @@ _RESUMABLE_CHANGES = {"out", "checkpoint_every", "eval_widths"}
 
 
 def _check_same_run(saved: dict, run: RunConfig, path: str) -> None:
-    """Resuming under another model, data or trainer config would silently mix two runs: refuse."""
+    """Resuming under another model, data or trainer config would silently mix two runs: refuse,
+    naming each changed key with its value in the checkpoint and now."""
     current = dataclasses.asdict(run)
     for values in (saved, current):
-        values["trainer"] = {k: v for k, v in values.get("trainer", {}).items() if k != "device"}
-    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
-    if changed:
-        raise ConfigError(f"{path!r} was written by a run with other {changed}: use another `out` folder "
-                          "or the original config")
+        values["trainer"] = _trainer_values(values.get("trainer", {}))
+    changes = [f"{key}: checkpoint {saved.get(key)!r}, now {current[key]!r}"
+               for key in sorted(current) if key not in _RESUMABLE_CHANGES and key != "trainer"
+               and saved.get(key) != current[key]]
+    changes += [f"trainer.{key}: checkpoint {value!r}, now {current['trainer'][key]!r}"
+                for key, value in saved["trainer"].items() if value != current["trainer"][key]]
+    if changes:
+        raise ConfigError(f"{path!r} was written by another run ({'; '.join(changes)}): use another `out` "
+                          "folder or the original config")
+
+
+def _trainer_values(trainer: dict) -> dict:
+    """A run's trainer table with TrainConfig's defaults filled in, less the device (a resume may change it)."""
+    values = TrainConfig.from_dict({k: v for k, v in trainer.items() if k != "device"}).to_dict()
+    del values["device"]
+    return values
 
 
 def _write_json(obj: dict, path: str) -> None:

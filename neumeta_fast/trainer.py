@@ -22,18 +22,24 @@ from torch.func import functional_call
 
 from . import checkpoint as _ckpt
 from . import distributed as _dist
+from .backends import BACKENDS, resolve
 from .baselines import evaluate, recalibrate_bn
 from .data import BatchStream, Dataset
+from .fields import check_types
 from .generate import generate
 from .inr import INR
 from .layout import Layout
 from .models.family import Family
-from .noise import NOISE_MODES
+from .noise import NOISE_MODES, check_noise
 from .objective import RECON_MODES, Classification, reconstruction, relative_error, weight_norm_penalty
 
 
 class ConfigError(ValueError):
     """A training configuration with unknown keys or values out of range."""
+
+
+# Fourier exponents k < num_freqs: float32 angles 2^k * pi * x carry nothing past k ~ 24 and reach inf at k = 127.
+_MAX_FREQS = 32
 
 
 @dataclass
@@ -73,6 +79,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available); random choices stay on the CPU
 
     def __post_init__(self):
+        check_types(self, ConfigError)
         checks = [
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -87,11 +94,32 @@ class TrainConfig:
             (self.eval_samples >= 1, f"eval_samples must be >= 1, got {self.eval_samples}"),
             (self.prefit_steps >= 0, f"prefit_steps must be >= 0, got {self.prefit_steps}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (min(self.ce_weight, self.reg_weight, self.recon_weight) >= 0,
+             f"ce_weight, reg_weight and recon_weight must be >= 0, got {self.ce_weight}, {self.reg_weight}, "
+             f"{self.recon_weight}"),
+            (self.norm > 0, f"norm must be > 0, got {self.norm}"),
+            (self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}"),
+            (self.num_layers >= 1, f"num_layers must be >= 1 (1 = no residual block), got {self.num_layers}"),
+            (0 <= self.num_freqs <= _MAX_FREQS, f"num_freqs must be in [0, {_MAX_FREQS}], got {self.num_freqs}"),
+            (self.bn_batches >= 1, f"bn_batches must be >= 1, got {self.bn_batches}"),
+            (0 <= self.seed < 2 ** 63, f"seed must be in [0, 2**63), got {self.seed}"),  # generators take < 2**64
+            (self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        resolve_device(self.device)
+        try:  # the limits generate() applies, checked before training rather than at the first noisy step
+            check_noise(self.noise, self.noise_mode, self.eval_samples)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        device = resolve_device(self.device)
+        if self.backend != "auto":  # a named backend must run here (training needs its backward)
+            try:
+                resolve(self.backend, device, needs_grad=True)
+            except RuntimeError as exc:
+                raise ConfigError(str(exc)) from exc
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -27,3 +27,20 @@ def random_inr(num_tensors: int, seed: int = 0, **kw) -> INR:
         for p in inr.parameters():
             p.normal_(0, 0.3)
     return inr
+
+
+def flip_tensor_byte(path, position: float = 0.5) -> None:
+    """Flip one bit inside the largest tensor stored in torch.save's zip file at `path` (a byte the
+    zip format does not check on load), at `position` of its length."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+        at = info.header_offset + 30 + name_len + extra_len + int(position * (info.file_size - 1))
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x10]))

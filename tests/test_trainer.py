@@ -1,11 +1,15 @@
 """Trainer: objective pieces, exact resume, atomic checkpoints, evaluation, baselines, families."""
 import copy
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from neumeta_fast import checkpoint, data as D
+from helpers import flip_tensor_byte
+from neumeta_fast import atomic, checkpoint, data as D
 from neumeta_fast.baselines import evaluate, prune_l1, recalibrate_bn, shuffle_channels, train_model
 from neumeta_fast.models.family import Family, WidthError, named_family
 from neumeta_fast.objective import Classification, VAE, reconstruction, relative_error
@@ -108,6 +112,17 @@ def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
         checkpoint.save({"a": Unpicklable()}, path)
     assert torch.equal(checkpoint.load(path)["a"], torch.ones(2))
     assert os.listdir(tmp_path) == ["ck.pt"]  # no temp file left behind
+
+
+def test_temp_files_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"live": f".tmp-{os.getpid()}-a", "dead": f".tmp-{dead.pid}-b", "older": ".tmp-c", "other": "tmp-d"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"")
+    assert sorted(atomic.remove_orphans(str(tmp_path))) == sorted([names["dead"], names["older"]])
+    assert sorted(os.listdir(tmp_path)) == sorted([names["live"], names["other"]])
+    assert atomic.remove_orphans(str(tmp_path / "missing")) == []
 
 
 def test_saved_checkpoint_has_the_mode_of_a_plainly_written_file(tmp_path):
@@ -236,3 +251,94 @@ def test_checkpoint_load_rejects_what_is_not_a_state_dict(tmp_path, content):
         torch.save(torch.nn.Linear(2, 2), path)  # a pickled module: refused by weights_only loading
     with pytest.raises(ValueError, match="not a checkpoint of plain tensors"):
         checkpoint.load(str(path))
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_refused(setup, tmp_path):
+    family, base, data = setup
+    path = str(tmp_path / "ck.pt")
+    Trainer(family, base, data, TrainConfig(**TINY)).save(path)
+    flip_tensor_byte(path)
+    with pytest.raises(checkpoint.CheckpointError, match="is damaged: its contents do not match the SHA-256"):
+        checkpoint.load(path)
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(setup, tmp_path_factory):
+    _, _, data = setup  # a small family: few tensors, so that each load takes milliseconds
+    family = Family(lambda w: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, w), torch.nn.Linear(w, 4)),
+                    widths=range(2, 5))
+    trainer = Trainer(family, family.build(4), data, TrainConfig(**TINY))
+    trainer.fit(2)
+    path = str(tmp_path_factory.mktemp("ck") / "ck.pt")
+    trainer.save(path, {"run": {"out": "x", "eval_widths": [1, 2]}})
+    return path, checkpoint.digest(checkpoint.load(path))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.floats(0, 1), bit=st.integers(0, 7))
+def test_any_flipped_bit_is_refused_or_harmless(saved_checkpoint, tmp_path, position, bit):
+    """Flip one bit anywhere in a trainer checkpoint: it loads as saved (zip padding, unread
+    records) or fails with CheckpointError, never another exception or other values."""
+    path, expected = saved_checkpoint
+    with open(path, "rb") as fh:
+        damaged = bytearray(fh.read())
+    damaged[int(position * (len(damaged) - 1))] ^= 1 << bit
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(bytes(damaged))
+    try:
+        state = checkpoint.load(str(path))
+    except checkpoint.CheckpointError:
+        return
+    assert checkpoint.digest(state) == expected
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's, on the way to refusing the bytes
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300))
+@example(content=b"")
+@example(content=b"PK\x03\x04" + bytes(200))
+@example(content=bytes(range(128, 256)))
+def test_empty_and_random_files_are_named_checkpoint_errors(tmp_path, content):
+    path = tmp_path / "random.pt"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint of plain tensors"):
+        checkpoint.load(str(path))
+
+
+def test_truncated_checkpoints_are_named_errors(setup, tmp_path):
+    family, base, data = setup
+    path = tmp_path / "ck.pt"
+    Trainer(family, base, data, TrainConfig(**TINY)).save(str(path))
+    raw = path.read_bytes()
+    for size in (0, 10, len(raw) // 2, len(raw) - 10):
+        path.write_bytes(raw[:size])
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load(str(path))
+
+
+def test_a_checkpoint_without_checksum_loads_with_a_warning(setup, tmp_path):
+    """Checkpoints written before checksums resume, unverified and said so; plain state_dicts
+    (a user's base model) load without a warning."""
+    family, base, data = setup
+    first = Trainer(family, base, data, TrainConfig(**TINY))
+    first.fit(2)
+    old = str(tmp_path / "old.pt")
+    torch.save(first.state_dict(), old)  # the format before checksums
+    resumed = Trainer(family, base, data, TrainConfig(**TINY))
+    with pytest.warns(UserWarning, match="has no checksum"):
+        resumed.resume(old)
+    assert resumed.step_count == 2
+    assert all(torch.equal(a, b) for a, b in zip(_params(first), _params(resumed)))
+    plain = str(tmp_path / "plain.pt")
+    torch.save(base.state_dict(), plain)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(checkpoint.load(plain, expect_checksum=False)) == set(base.state_dict())
+
+
+def test_checkpoint_save_keeps_its_checksum_key_apart(tmp_path):
+    with pytest.raises(ValueError, match="checksum entry"):
+        checkpoint.save({checkpoint.CHECKSUM_KEY: torch.ones(1)}, str(tmp_path / "ck.pt"))
+    checkpoint.save({"a": torch.ones(2)}, str(tmp_path / "plain.pt"), checksum=False)
+    assert list(torch.load(tmp_path / "plain.pt", weights_only=True)) == ["a"]
