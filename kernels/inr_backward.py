@@ -1,85 +1,59 @@
-"""Backward of the fused INR forward: recomputation with torch GEMMs, gradients by hand.
+"""Backward of the fused INR forward, shared by the triton and cuda backends.
 
-The forward keeps no activations. Here the rows are grouped by the MLP that evaluated them
-(`group_by_mlp`, as the torch backend does for reference-mode noise), each group's forward is
-recomputed in bounded chunks, and the ResMLP is differentiated explicitly, so that this is a
-plain function of tensors (wrapped as a custom op: torch.compile sees one opaque node).
+The fused kernels keep no activations. The backward recomputes the forward on the same (materialised)
+noise with the torch backend's training op (`neumeta_fast::resmlp_train`: rows grouped by MLP, every
+MLP in one call, the ResMLP backward hand-fused) and applies its backward, the first layer's and the
+scatter's by hand. No autograd inside: it is a plain function of tensors, which the triton backend
+wraps as a custom op (torch.compile sees one opaque node).
 Gradients are those of the float32 function, whatever precision the forward used.
 """
 from __future__ import annotations
 
 import torch
 
+from neumeta_fast.backends import torch_train
 from neumeta_fast.encoding import fourier_features, norm_tensor, normalise
 from neumeta_fast.inr import group_by_mlp
 
 
-def _row_grads(grad_flat: torch.Tensor, segs: list[list[int]], num_rows: int, out_dim: int) -> torch.Tensor:
-    """Inverse of the forward's scatter: d loss / d output, [num_rows, out_dim] (zero where unused)."""
-    g = grad_flat.new_zeros(num_rows, out_dim)
-    for _, rows, _, _, kernel, row_offset, param_offset, col_start in segs:
-        g[row_offset:row_offset + rows, col_start:col_start + kernel] = \
-            grad_flat[param_offset:param_offset + rows * kernel].view(rows, kernel)
-    return g
-
-
-def _chunk_rows(hidden: int, blocks: int, device: torch.device) -> int:
-    budget = (1 << 25) if device.type == "cuda" else (1 << 21)  # saved activations per chunk
-    return max(256, budget // (hidden * (blocks + 2)))
-
-
-def _mlp_backward(pe, g, m, weights, grads):
-    """Recompute MLP m on features pe, then accumulate the parameter gradients for output grads g."""
-    w0, b0, wr, br, sc, wo, bo = weights
-    dw0, db0, dwr, dbr, dsc, dwo, dbo = grads
-    h = torch.relu(torch.addmm(b0[m], pe, w0[m].t()))
-    hs, ts = [h], []
-    for b in range(wr.shape[1]):
-        t = torch.relu(torch.addmm(br[m, b], h, wr[m, b].t()))
-        h = torch.addcmul(h, t, sc[m, b])
-        hs.append(h)
-        ts.append(t)
-    dwo[m] += g.t() @ h
-    dbo[m] += g.sum(0)
-    dh = g @ wo[m]
-    for b in reversed(range(wr.shape[1])):
-        t = ts[b]
-        dsc[m, b] += (dh * t).sum()
-        dz = (dh * sc[m, b]) * (t > 0)
-        dwr[m, b] += dz.t() @ hs[b]
-        dbr[m, b] += dz.sum(0)
-        dh = dh + dz @ wr[m, b]
-    dz = dh * (hs[0] > 0)
-    dw0[m] += dz.t() @ pe
-    db0[m] += dz.sum(0)
-
-
 def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], segs: list[list[int]],
                  coords: torch.Tensor, freqs: torch.Tensor, noise: torch.Tensor | None, *, norm: float,
-                 samples: int) -> list[torch.Tensor]:
+                 samples: int, noise_mode: str) -> list[torch.Tensor]:
     """Gradients w.r.t. the stacked weights (w0, b0, wr, br, sc, wo, bo) of the fused forward.
 
-    noise: the realised, mode-restricted noise [samples, rows, 6] the forward added (None: none).
+    segs:  the segment table (SEG_COLUMNS order). noise: the realised, mode-restricted noise
+    [samples, rows, 6] the forward added (None: none). MLPs no row reached get zero gradients.
     """
-    weights = tuple(w.detach() for w in weights)
-    grads = [torch.zeros_like(w) for w in weights]
-    num_rows = coords.shape[0]
-    hidden, out_dim, blocks = weights[0].shape[1], weights[5].shape[1], weights[2].shape[1]
-    g_out = _row_grads(grad_flat.float(), segs, num_rows, out_dim)
-    step = _chunk_rows(hidden, blocks, coords.device)
+    w0, b0, wr, br, sc, wo, bo = (w.detach().float() for w in weights)
+    num_rows, out_dim = coords.shape[0], wo.shape[1]
+    plan = torch_train.Plan(segs, num_rows, out_dim, coords.device)
     norm_t = norm_tensor(norm, coords.device)
+    grads = [torch.zeros_like(w) for w in (w0, b0, wr, br, sc, wo, bo)]
+    g = grad_flat.float() / samples if samples > 1 else grad_flat.float()
     for k in range(samples):
         c = coords if noise is None else coords + noise[k]
-        g = g_out / c[:, 5:6]  # forward: out / B column
-        if samples > 1:
-            g = g / samples
-        mlp = c[:, 0].to(torch.int64)  # int() of the (noisy) layer column, as the forward
-        order, counts = group_by_mlp(mlp, weights[0].shape[0])
-        start = 0
-        for m, count in enumerate(counts):
-            for lo in range(start, start + count, step):
-                idx = order[lo:min(lo + step, start + count)]
-                pe = fourier_features(normalise(c[idx], norm_t), freqs)
-                _mlp_backward(pe, g[idx], m, weights, grads)
-            start += count
+        src, order = plan.elem_src, None
+        if noise is not None and noise_mode == "reference":  # rows routed by int(noisy column 0)
+            order, counts = group_by_mlp(c[:, 0].to(torch.int64), w0.shape[0])
+            offsets = [0]
+            for n in counts:
+                offsets.append(offsets[-1] + n)
+            mlps = list(range(w0.shape[0]))
+            position = torch.empty_like(order)
+            position[order] = torch.arange(num_rows, device=order.device)
+            src = position.index_select(0, plan.elem_row) * out_dim + plan.elem_col
+        else:
+            offsets, mlps = plan.offsets, plan.mlps
+        pe = fourier_features(normalise(c if order is None else c[order], norm_t), freqs)
+        z0 = torch.cat([torch.addmm(b0[m], pe[offsets[i]:offsets[i + 1]], w0[m].T) for i, m in enumerate(mlps)])
+        _, h, t = torch_train.resmlp_train(z0, offsets, mlps, wr, br, sc, wo, bo)
+        # the forward's out.view(-1)[src] / c5[elem_row], transposed
+        gout = torch.zeros(num_rows * out_dim, device=g.device).index_add_(0, src, g / c[:, 5][plan.elem_row])
+        dz0, *tail = torch_train.resmlp_train_backward(gout.view(num_rows, out_dim), h, t, offsets, mlps, wr, sc, wo)
+        for acc, d in zip(grads[2:], tail):
+            acc += d
+        for i, m in enumerate(mlps):
+            rows = slice(offsets[i], offsets[i + 1])
+            grads[0][m].addmm_(dz0[rows].T, pe[rows])
+            grads[1][m] += dz0[rows].sum(0)
     return grads

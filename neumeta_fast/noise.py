@@ -38,6 +38,12 @@ def mode_mask(mode: str, device: torch.device) -> torch.Tensor | None:
     return None if mode == "reference" else _CHANNEL_COLUMNS.to(device)
 
 
+def restricted(noise: torch.Tensor, mode: str) -> torch.Tensor:
+    """Noise as a mode applies it: channels mode moves columns 1 and 2 only."""
+    mask = mode_mask(mode, noise.device)
+    return noise if mask is None else noise * mask
+
+
 def noisy_samples(samples: int, scale: float) -> list[bool]:
     """Whether each of the K samples gets noise (sample 0 stays clean when averaging)."""
     if scale == 0:

@@ -2,15 +2,14 @@
 
 Layers, each small: the torch ops `neumeta_fast::inr_forward` / `philox_noise` (csrc/cuda/bindings.cpp,
 CUDA and Meta kernels) <- `_launch` (the INR's stacked weights and the layout's segment table) <-
-`_Generate` (autograd: the backward recomputes the forward with the torch backend on the same noise
-and lets autograd differentiate it) <- `generate_flat`.
+`_Generate` (autograd: the fused backends' shared backward, kernels/inr_backward.py, on the same
+noise) <- `generate_flat`.
 
 The extension `neumeta_fast._C_cuda` is built by setup.py where CUDA is usable. Without it the
 backend reports why; with NEUMETA_CUDA_JIT=1 it is compiled on first use instead (ninja + nvcc).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import os
@@ -20,9 +19,11 @@ from pathlib import Path
 import torch
 
 from .. import noise as _noise
+from ..encoding import frequencies
 from ..inr import INR, check_mlp_index
+from ..kernels.inr_backward import inr_backward
 from ..layout import Layout
-from . import torch_backend
+from . import torch_train
 from .request import Request
 
 NAME = "cuda"
@@ -98,9 +99,9 @@ def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
 
 
 def _materialised_noise(layout: Layout, req: Request, seed: int) -> torch.Tensor | None:
-    """The noise the kernel added, as an explicit [samples, rows, 6] tensor for the torch recompute."""
+    """The noise the kernel added, as an explicit [samples, rows, 6] tensor restricted to the mode's columns."""
     if req.noise_tensor is not None:
-        return req.noise_tensor
+        return _noise.restricted(req.noise_tensor, req.noise_mode)
     if not any(_noise.noisy_samples(req.samples, req.noise)):
         return None
     out = torch.empty(req.samples, layout.num_rows, 6, dtype=torch.float32, device=req.device)
@@ -109,7 +110,8 @@ def _materialised_noise(layout: Layout, req: Request, seed: int) -> torch.Tensor
 
 
 class _Generate(torch.autograd.Function):
-    """Fused forward; backward = torch-backend recompute on the same noise, differentiated by autograd."""
+    """Fused forward; backward = the fused backends' shared backward (kernels/inr_backward.py) on the
+    same noise, w.r.t. the stacked weights, then through the stacking to the parameters."""
 
     @staticmethod
     def forward(ctx, inr, layout, req, seed, *params):
@@ -118,13 +120,17 @@ class _Generate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        params = [p for p in ctx.inr.parameters() if p.requires_grad]
-        noise = _materialised_noise(ctx.layout, ctx.req, ctx.seed)
-        req = dataclasses.replace(ctx.req, noise_tensor=noise, generator=None)
+        inr, layout, req = ctx.inr, ctx.layout, ctx.req
+        params = list(inr.parameters())
         with torch.enable_grad():
-            flat = torch_backend.generate_flat(ctx.inr, ctx.layout, req)
-        grads = iter(torch.autograd.grad(flat, params, grad, allow_unused=True))
-        return (None, None, None, None) + tuple(next(grads) if p.requires_grad else None for p in ctx.inr.parameters())
+            stacked = inr.stacked()
+        grads = inr_backward(grad, stacked, torch_train.segment_table(layout, inr.output_dim),
+                             layout.coordinates(req.device), frequencies(inr.freq_low, inr.freq_high, req.device),
+                             _materialised_noise(layout, req, ctx.seed), norm=req.norm, samples=req.samples,
+                             noise_mode=req.noise_mode)
+        wanted = [p for p in params if p.requires_grad]
+        found = iter(torch.autograd.grad(stacked, wanted, grads, allow_unused=True))
+        return (None, None, None, None) + tuple(next(found) if p.requires_grad else None for p in params)
 
 
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:

@@ -29,8 +29,7 @@ class Request:
             raw = _noise.draw(layout.num_rows, self.noise, self.generator, gen_device).to(self.device)
         else:
             return None
-        mask = _noise.mode_mask(self.noise_mode, self.device)
-        return raw if mask is None else raw * mask
+        return _noise.restricted(raw, self.noise_mode)
 
     def seed(self) -> int:
         """A 62-bit seed drawn from the generator, for backends with an in-kernel counter-based RNG."""

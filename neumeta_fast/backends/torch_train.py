@@ -141,36 +141,37 @@ def feature_dims(num_freqs: int, device: torch.device) -> torch.Tensor:
     return torch.cat([dims, dims.repeat_interleave(2).repeat(num_freqs)])
 
 
-class _Plan:
+class Plan:
     """Index tables of one layout on one device, built once and reused every step.
 
+    Built from the layout's segment table (`segment_table`: one row per tensor, SEG_COLUMNS order), so
+    the fused backends' backward, which sees only that table, uses the same plan.
     Scatter: flat element e of the output is row `elem_row[e]`, column `elem_col[e]` of the INR output.
     Separable first layer (exact coordinates): segment s's rows are (a, b) pairs; its a-rows (b = 0) and
     b-rows (a = 0) are padded to [S, max_a] and [S, max_b] so one bmm serves every segment, and
     `a_index` / `b_index` pick each table row's u and v from the flattened padded results.
     """
 
-    def __init__(self, layout: Layout, output_dim: int, device: torch.device):
-        segs = layout.segments
-        self.offsets = [s.row_offset for s in segs] + [layout.num_rows]
-        self.mlps = [s.index for s in segs]
-        rows = [torch.arange(s.rows, device=device) for s in segs]
-        self.elem_row = torch.cat([r.repeat_interleave(s.kernel_numel) + s.row_offset for r, s in zip(rows, segs)])
-        self.elem_col = torch.cat([torch.arange(s.kernel_numel, device=device).repeat(s.rows) + s.col_start(output_dim)
-                                   for s in segs])
+    def __init__(self, table: list[list[int]], num_rows: int, output_dim: int, device: torch.device):
+        self.output_dim = output_dim
+        self.offsets = [row_offset for *_, row_offset, _, _ in table] + [num_rows]
+        self.mlps = [index for index, *_ in table]
+        elem_row, elem_col, a_rows, b_rows, a_index, b_index = [], [], [], [], [], []
+        self.max_a = max(a_size for _, _, _, a_size, *_ in table)
+        self.max_b = max(cols for _, _, cols, *_ in table)
+        for i, (_, rows, cols, a_size, kernel, row_offset, _, col_start) in enumerate(table):
+            r = torch.arange(rows, device=device)
+            elem_row.append(r.repeat_interleave(kernel) + row_offset)
+            elem_col.append(torch.arange(kernel, device=device).repeat(rows) + col_start)
+            a = torch.arange(self.max_a, device=device).clamp(max=a_size - 1)  # padding repeats the last row
+            b = torch.arange(self.max_b, device=device).clamp(max=cols - 1)
+            a_rows.append(row_offset + a * cols)
+            b_rows.append(row_offset + b)
+            a_index.append(r // cols + i * self.max_a)
+            b_index.append(r % cols + i * self.max_b)
+        self.elem_row, self.elem_col = torch.cat(elem_row), torch.cat(elem_col)
         self.elem_src = self.elem_row * output_dim + self.elem_col
-        self.max_a, self.max_b = max(s.shape[0] for s in segs), max(s.cols for s in segs)
-        a_rows = torch.full((len(segs), self.max_a), 0, dtype=torch.int64, device=device)
-        b_rows = torch.full((len(segs), self.max_b), 0, dtype=torch.int64, device=device)
-        a_index, b_index = [], []
-        for i, (r, s) in enumerate(zip(rows, segs)):
-            a_rows[i] = s.row_offset  # padding repeats a real row; its results are never picked
-            b_rows[i] = s.row_offset
-            a_rows[i, :s.shape[0]] += torch.arange(s.shape[0], device=device) * s.cols
-            b_rows[i, :s.cols] += torch.arange(s.cols, device=device)
-            a_index.append(r // s.cols + i * self.max_a)
-            b_index.append(r % s.cols + i * self.max_b)
-        self.a_rows, self.b_rows = a_rows, b_rows
+        self.a_rows, self.b_rows = torch.stack(a_rows), torch.stack(b_rows)
         self.a_index, self.b_index = torch.cat(a_index), torch.cat(b_index)
         self._features: dict = {}
 
@@ -190,18 +191,24 @@ class _Plan:
         return self._features[key]
 
 
+def segment_table(layout: Layout, output_dim: int) -> list[list[int]]:
+    """One row per tensor in SEG_COLUMNS order (the fused kernels' segment table)."""
+    return [[s.index, s.rows, s.cols, s.shape[0], s.kernel_numel, s.row_offset, s.param_offset,
+             s.col_start(output_dim)] for s in layout.segments]
+
+
 _PLANS: "weakref.WeakKeyDictionary[Layout, dict]" = weakref.WeakKeyDictionary()
 
 
-def _plan(layout: Layout, output_dim: int, device: torch.device) -> _Plan:
+def layout_plan(layout: Layout, output_dim: int, device: torch.device) -> Plan:
     cache = _PLANS.setdefault(layout, {})
     key = (output_dim, device)
     if key not in cache:
-        cache[key] = _Plan(layout, output_dim, device)
+        cache[key] = Plan(segment_table(layout, output_dim), layout.num_rows, output_dim, device)
     return cache[key]
 
 
-def _separable_z0(plan: _Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, seg_mlp: torch.Tensor,
+def _separable_z0(plan: Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, seg_mlp: torch.Tensor,
                   encoding, num_freqs: int) -> torch.Tensor:
     """First-layer pre-activation of exact coordinates, [N, H], as u[a] + v[b] per segment.
 
@@ -218,17 +225,19 @@ def _separable_z0(plan: _Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch
     return u.reshape(-1, hidden).index_select(0, plan.a_index) + v.reshape(-1, hidden).index_select(0, plan.b_index)
 
 
-def _sample(inr: INR, layout: Layout, plan: _Plan, coords: torch.Tensor, noise: torch.Tensor | None,
-            routed: bool, encoding) -> torch.Tensor:
+def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, routed: bool, stack, encoding,
+                num_mlps: int, num_freqs: int) -> torch.Tensor:
     """One sample's flat weights: rows grouped by MLP -> z0 -> resmlp_train -> divided centre columns.
 
-    Only the MLPs that evaluate some row are stacked: the others get no gradient (None), as in eager
-    autograd, so an optimizer leaves them alone on steps that train a tensor subset.
+    noise:  this sample's noise, already restricted to its mode's columns (None: exact coordinates).
+    routed: reference-mode noise: each row's MLP is int(noisy column 0).
+    stack:  stack(mlps) -> the stacked weights (w0, b0, wr, br, sc, wo, bo) of those MLPs. Only the
+            MLPs that evaluate some row are asked for, so the others stay out of the autograd graph.
     """
     c = coords if noise is None else coords + noise
     src, order = plan.elem_src, None
-    if routed:  # reference-mode noise: the MLP is int(noisy column 0), rows grouped by one stable sort
-        order, counts = group_by_mlp(c[:, 0].to(torch.int64), inr.num_tensors)
+    if routed:  # rows grouped by one stable sort
+        order, counts = group_by_mlp(c[:, 0].to(torch.int64), num_mlps)
         offsets, global_mlps = [0], []
         for m, n in enumerate(counts):
             if n:
@@ -236,35 +245,37 @@ def _sample(inr: INR, layout: Layout, plan: _Plan, coords: torch.Tensor, noise: 
                 global_mlps.append(m)
         position = torch.empty_like(order)
         position[order] = torch.arange(order.numel(), device=order.device)  # grouped row of each table row
-        src = position.index_select(0, plan.elem_row) * inr.output_dim + plan.elem_col
+        src = position.index_select(0, plan.elem_row) * plan.output_dim + plan.elem_col
     else:  # each segment's rows are its own MLP's, in layout order
         offsets, global_mlps = plan.offsets, plan.mlps
     used = sorted(set(global_mlps))
     local = {m: i for i, m in enumerate(used)}
     mlps = [local[m] for m in global_mlps]
-    w0, b0, wr, br, sc, wo, bo = inr.stacked(mlps=used)
-    if routed:
-        pe = fourier_features(normalise(c[order], encoding[0]), encoding[1])
-    elif noise is not None:
-        pe = fourier_features(normalise(c, encoding[0]), encoding[1])
+    w0, b0, wr, br, sc, wo, bo = stack(used)
     if noise is None:
         seg_mlp = torch.tensor(mlps, device=c.device)
-        z0 = _separable_z0(plan, coords, w0, b0, seg_mlp, encoding, inr.num_freqs)
+        z0 = _separable_z0(plan, coords, w0, b0, seg_mlp, encoding, num_freqs)
     else:
+        pe = fourier_features(normalise(c if order is None else c[order], encoding[0]), encoding[1])
         z0 = torch.cat([torch.addmm(b0[m], pe[offsets[g]:offsets[g + 1]], w0[m].T) for g, m in enumerate(mlps)])
     out = resmlp_train(z0, offsets, mlps, wr, br, sc, wo, bo)[0]
     return out.view(-1).index_select(0, src) / c[:, 5].index_select(0, plan.elem_row)
 
 
 def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
-    """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR (float32 MLPs)."""
+    """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR (float32 MLPs).
+
+    MLPs that evaluate no row get no gradient (None), as in eager autograd, so an optimizer leaves
+    them alone on steps that train a tensor subset.
+    """
     coords = layout.coordinates(req.device)
     encoding = (norm_tensor(req.norm, req.device), frequencies(inr.freq_low, inr.freq_high, req.device))
-    plan = _plan(layout, inr.output_dim, req.device)
+    plan = layout_plan(layout, inr.output_dim, req.device)
     total = None
     for k in range(req.samples):
         noise = req.sample_noise(k, layout)
         routed = noise is not None and req.noise_mode == "reference"
-        flat = _sample(inr, layout, plan, coords, noise, routed, encoding)
+        flat = sample_flat(plan, coords, noise, routed, lambda used: inr.stacked(mlps=used), encoding,
+                           inr.num_tensors, inr.num_freqs)
         total = flat if total is None else total + flat
     return total / req.samples if req.samples > 1 else total

@@ -20,6 +20,7 @@ from ..kernels import launch
 from ..kernels.inr_backward import inr_backward
 from ..kernels.inr_forward import SEG_COLUMNS, inr_forward, interpreted, philox_noise
 from ..layout import Layout
+from . import torch_train
 from .request import Request
 
 NAME = "triton"
@@ -59,8 +60,7 @@ def _plan(layout: Layout, output_dim: int, device: torch.device, block_m: int) -
     cache = _PLANS.setdefault(layout, {})
     key = (device, block_m, output_dim)
     if key not in cache:
-        segs = [[s.index, s.rows, s.cols, s.shape[0], s.kernel_numel, s.row_offset, s.param_offset,
-                 s.col_start(output_dim)] for s in layout.segments]
+        segs = torch_train.segment_table(layout, output_dim)
         assert len(segs[0]) == len(SEG_COLUMNS)
         tiles = [(i, r) for i, s in enumerate(layout.segments) for r in range(0, s.rows, block_m)]
         cache[key] = (torch.tensor(segs, dtype=torch.int64, device=device),
@@ -95,21 +95,16 @@ def _backward_op(grad: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, wr: tor
                  noise_mode: str, seed: int) -> list[torch.Tensor]:
     weights = (w0, b0, wr, br, sc, wo, bo)
     if noise is not None:
-        noise = _mode_restricted(noise, noise_mode)
+        noise = _noise.restricted(noise, noise_mode)
     elif noise_scale > 0:
         noise = philox_noise(coords.shape[0], samples, noise_scale, noise_mode, seed, coords.device)
-    return inr_backward(grad, weights, segs.tolist(), coords, freqs, noise, norm=norm, samples=samples)
+    return inr_backward(grad, weights, segs.tolist(), coords, freqs, noise, norm=norm, samples=samples,
+                        noise_mode=noise_mode)
 
 
 @_backward_op.register_fake
 def _(grad, w0, b0, wr, br, sc, wo, bo, segs, freqs, coords, noise, norm, samples, noise_scale, noise_mode, seed):
     return [torch.empty_like(w) for w in (w0, b0, wr, br, sc, wo, bo)]
-
-
-def _mode_restricted(noise: torch.Tensor, mode: str) -> torch.Tensor:
-    """An explicit noise tensor as the forward applies it (channels mode: columns 1 and 2 only)."""
-    mask = _noise.mode_mask(mode, noise.device)
-    return noise if mask is None else noise * mask
 
 
 def _setup_context(ctx, inputs, output):
