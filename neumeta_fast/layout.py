@@ -21,6 +21,7 @@ from torch import nn
 from . import _C  # after torch: the extension links against it
 
 Include = Union[None, str, Iterable[str], Callable[[str, torch.Tensor], bool]]
+_SUBSETS_KEPT = 64  # per layout: the trainer draws a random subset each step when ratio < 1
 
 
 def centre_start(kernel_numel: int, output_dim: int) -> int:
@@ -91,6 +92,8 @@ class Layout:
         self.num_rows = row
         self.numel = elem
         self._coords: dict[torch.device, torch.Tensor] = {}
+        # subset layouts (their coordinate tables and the backends' plans live on them) by tensor names
+        self._subsets: dict[frozenset, Layout] = {}
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -126,14 +129,25 @@ class Layout:
         return cls(entries)
 
     def subset(self, names: Iterable[str]) -> "Layout":
-        """The named tensors only, keeping their MLP index and L (for training on a tensor subset)."""
+        """The named tensors only, keeping their MLP index and L (for training on a tensor subset).
+
+        The same names give the same Layout object (the most recent ones are kept), so its coordinate
+        table and the backends' index plans are built once, not every training step.
+        """
         wanted = set(names)
         unknown = wanted - set(self.names)
         if unknown:
             raise KeyError(f"tensors {sorted(unknown)} are not in this layout")
-        kept = [s for s in self.segments if s.name in wanted]
-        return Layout([(s.name, s.shape) for s in kept], num_tensors=self.num_tensors,
-                      indices=[s.index for s in kept])
+        key = frozenset(wanted)
+        hit = self._subsets.pop(key, None)
+        if hit is None:
+            kept = [s for s in self.segments if s.name in wanted]
+            hit = Layout([(s.name, s.shape) for s in kept], num_tensors=self.num_tensors,
+                         indices=[s.index for s in kept])
+        self._subsets[key] = hit  # most recent last; a training run draws many subsets, keep the latest
+        if len(self._subsets) > _SUBSETS_KEPT:
+            del self._subsets[next(iter(self._subsets))]
+        return hit
 
     # -- derived data -------------------------------------------------------
     @property
