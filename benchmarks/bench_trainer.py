@@ -1,11 +1,17 @@
 """Trainer step time: the fast `generate` vs the literal reference implementation, same step otherwise.
 
     python benchmarks/bench_trainer.py [--steps 30] [--threads 1] [--width 64] [--noise 1 --noise-mode reference]
-    python benchmarks/bench_trainer.py --dry-run     one noisy step of the demo's quick set-up at width 2
+    python benchmarks/bench_trainer.py --paper [--steps 5]   the paper's CIFAR setting (below)
+    python benchmarks/bench_trainer.py --device cuda [--tf32]  on a GPU (both trainers on it; TF32 matmuls)
+    python benchmarks/bench_trainer.py --dry-run             one noisy step of the demo's quick set-up at width 2
 
-Both trainers share the demo's model (`DemoConfig().model` at its full width by default), INR
-configuration, batch stream and seed; only weight generation differs (`Trainer._generate` swapped for `reference_generate`
-with the same coordinate noise). Prints a markdown table of median step times and their ratio.
+Both trainers share the model, INR configuration, batch stream and seed; only weight generation
+differs (`Trainer._generate` swapped for `reference_generate` with the same coordinate noise). Default
+case: the demo (`DemoConfig()`, digits, exact coordinates). `--paper`: ResNet-20 with its last stage
+morphed at width 64, a synthetic batch of 64 3x32x32 images, INR 512/8/32, noise 1.0 in the
+reference mode, norm 64. Prints two markdown tables: median step times and their ratio, and the
+generation's forward + backward against its GEMM floor (every GEMM it does, per tensor and layer:
+the forward and the two backward GEMMs, timed bare at the same shapes).
 """
 from __future__ import annotations
 
@@ -17,11 +23,15 @@ from dataclasses import replace
 import torch
 
 from neumeta_fast import data as D
-from neumeta_fast import demo
+from neumeta_fast import demo, generate
 from neumeta_fast import noise as _noise
 from neumeta_fast.models.family import named_family
 from neumeta_fast.reference import reference_generate
-from neumeta_fast.trainer import Trainer
+from neumeta_fast.trainer import TrainConfig, Trainer
+
+PAPER = dict(model="resnet20", full_width=64, trainer=TrainConfig(hidden_dim=512, num_layers=8, num_freqs=32,
+                                                                  noise=1.0, noise_mode="reference", norm=64.0,
+                                                                  prefit_steps=0))
 
 
 class ReferenceTrainer(Trainer):
@@ -31,47 +41,110 @@ class ReferenceTrainer(Trainer):
         c = self.config
         eps = _noise.draw(layout.num_rows, noise, self.rng, torch.device("cpu")) if noise else None
         shapes = [(s.name, s.shape) for s in layout.segments]
-        return reference_generate(inr, shapes, c.norm, noise=None if eps is None else [eps], noise_mode=c.noise_mode)
+        return reference_generate(inr, shapes, c.norm, noise=None if eps is None else [eps.to(self.device)],
+                                  noise_mode=c.noise_mode)
 
 
-def step_times(trainer: Trainer, width: int, steps: int) -> list[float]:
-    trainer.widths = [width]  # time one width: the step's cost depends on it
-    trainer.step()  # warm-up
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, steps: int, device: torch.device) -> float:
+    fn()  # warm-up
     times = []
     for _ in range(steps):
+        _sync(device)
         start = time.perf_counter()
-        trainer.step()
+        fn()
+        _sync(device)
         times.append(time.perf_counter() - start)
-    return times
+    return 1e3 * statistics.median(times)
+
+
+def gemm_floor(trainer: Trainer, width: int):
+    """The bare GEMMs of one generation forward + backward at `width`, on random data, as one callable."""
+    inr, layout, dev = trainer.inr, trainer.family.layout(width), trainer.device
+    h, f, o = inr.hidden_dim, inr.in_features, inr.output_dim
+    w0, wr, wo = (torch.randn(*s, device=dev) for s in ((h, f), (h, h), (o, h)))
+    groups = []
+    for s in layout.segments:
+        x, a, g = (torch.randn(s.rows, n, device=dev) for n in (f, h, h))
+        groups.append((x, a, g, torch.randn(s.rows, o, device=dev)))
+    exact = trainer.config.noise == 0  # exact coordinates: the first layer is A + B rows, left out
+
+    def run():
+        for x, a, g, go in groups:
+            if not exact:
+                torch.mm(x, w0.T)
+                torch.mm(g.T, x)
+            for _ in range(inr.num_layers - 1):
+                torch.mm(a, wr.T)
+                torch.mm(g, wr)
+                torch.mm(g.T, a)
+            torch.mm(a, wo.T)
+            torch.mm(go, wo)
+            torch.mm(go.T, a)
+    return run
+
+
+def generation_ms(trainer: Trainer, width: int, steps: int) -> float:
+    """generate() forward + backward alone, as the trainer calls it."""
+    layout = trainer.family.layout(width)
+
+    def run():
+        trainer.inr.zero_grad(set_to_none=True)
+        weights = trainer._generate(trainer.inr, layout, trainer.config.noise)
+        sum((w * w).sum() for w in weights.values()).backward()
+    return median_ms(run, steps, trainer.device)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30; 5 with --paper)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--width", type=int, default=None, help="default: the demo's full width")
-    parser.add_argument("--noise", type=float, default=0.0, help="coordinate noise (the demo's default is 0)")
-    parser.add_argument("--noise-mode", default="channels", choices=("channels", "reference"))
+    parser.add_argument("--width", type=int, default=None, help="default: the full width")
+    parser.add_argument("--noise", type=float, default=None, help="coordinate noise (demo: 0, paper: 1)")
+    parser.add_argument("--noise-mode", default=None, choices=("channels", "reference"))
+    parser.add_argument("--paper", action="store_true", help="the paper's ResNet-20 / INR 512/8/32 setting")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 tensor cores in float32 CUDA matmuls")
     parser.add_argument("--dry-run", action="store_true", help="one noisy step, quick configuration, width 2")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        args.steps, args.width, args.noise = 1, 2, 0.5  # noise: the reference trainer draws it too
     torch.set_num_threads(args.threads)
-    data = D.load("digits", train_size=500)
-    setting = demo.quick_config() if args.dry_run else demo.DemoConfig()
-    family = named_family(setting.model, full_width=setting.full_width)
-    base = family.build(setting.full_width)
-    config = replace(setting.trainer, noise=args.noise, noise_mode=args.noise_mode)
-    width = setting.full_width if args.width is None else args.width
-    rows = []
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    if args.paper:
+        data = D.synthetic(n_train=256, n_test=64, shape=(3, 32, 32), num_classes=10)
+        model, full_width, config = PAPER["model"], PAPER["full_width"], PAPER["trainer"]
+        family = named_family(model, full_width=full_width, in_channels=3, image_size=32)
+    else:
+        data = D.load("digits", train_size=500)
+        setting = demo.quick_config() if args.dry_run else demo.DemoConfig()
+        model, full_width, config = setting.model, setting.full_width, setting.trainer
+        family = named_family(model, full_width=full_width)
+    steps = args.steps or (5 if args.paper else 30)
+    width = full_width if args.width is None else args.width
+    if args.dry_run:
+        steps, width, config = 1, 2, replace(config, noise=0.5)  # noise: the reference trainer draws it too
+    config = replace(config, device=args.device, noise=config.noise if args.noise is None else args.noise,
+                     noise_mode=args.noise_mode or config.noise_mode)
+    base = family.build(full_width)
+    rows, fast = [], None
     for name, cls in (("fast (generate, backend auto)", Trainer), ("reference (reference_generate)", ReferenceTrainer)):
-        times = step_times(cls(family, base, data, config), width, args.steps)
-        rows.append((name, statistics.median(times)))
-    print(f"trainer step, {setting.model} width {width}, INR {config.hidden_dim}/{config.num_layers}/{config.num_freqs}, "
-          f"batch {config.batch_size}, noise {config.noise} ({args.noise_mode}), {args.threads} thread(s)")
+        trainer = cls(family, base, data, config)
+        trainer.widths = [width]  # time one width: the step's cost depends on it
+        rows.append((name, median_ms(trainer.step, steps, trainer.device)))
+        fast = fast or trainer
+    print(f"trainer step, {model} width {width}, INR {config.hidden_dim}/{config.num_layers}/{config.num_freqs}, "
+          f"batch {config.batch_size}, noise {config.noise} ({config.noise_mode}), {args.threads} thread(s), "
+          f"{args.device}{', TF32' if args.tf32 else ''}")
     print("| generate | median step (ms) | ratio |\n|---|---|---|")
     for name, t in rows:
-        print(f"| {name} | {1e3 * t:.1f} | {t / rows[0][1]:.2f}x |")
+        print(f"| {name} | {t:.1f} | {t / rows[0][1]:.2f}x |")
+    gen = generation_ms(fast, width, steps)
+    floor = median_ms(gemm_floor(fast, width), steps, fast.device)
+    print("\n| generate() fwd + bwd (fast) | its GEMM floor | ratio |\n|---|---|---|")
+    print(f"| {gen:.1f} ms | {floor:.1f} ms | {gen / floor:.2f}x |")
 
 
 if __name__ == "__main__":
