@@ -114,3 +114,14 @@ def test_fill_coordinates_rejects_a_wrong_buffer():
         _C.fill_coordinates(torch.empty(5, 6), 0, 1, 2, 3, 3)
     with pytest.raises(ValueError, match="contiguous float32 CPU"):
         _C.fill_coordinates(torch.empty(6, 6, dtype=torch.float64), 0, 1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("rows,a_size,b_size,cols,match", [
+    (0, 2**32, 2**32, 2**32, "overflows int64"),  # the product wraps to 0 rows and matched an empty buffer
+    (1, -1, -1, 1, "must be >= 0"), (6, -2, -3, 3, "must be >= 0"), (6, 2, 3, 0, "cols >= 1"),
+])
+def test_fill_coordinates_checks_sizes_without_overflow(rows, a_size, b_size, cols, match):
+    from neumeta_fast import _C
+    with pytest.raises(ValueError, match=match):
+        _C.fill_coordinates(torch.empty(rows, 6), 0, 1, a_size, b_size, cols)
+
