@@ -220,6 +220,20 @@ def test_sample_merge_model_matches_reference_average():
     assert torch.equal(state["stem.weight"], before["stem.weight"])
 
 
+def test_sample_merge_model_with_one_sample_is_noise_free():
+    """The reference's sample 0 is clean, so K=1 is the noise-free model (and draws no noise)."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    hyper_model = _hyper(model)
+    rng_before = torch.get_rng_state()
+    merged = sample_merge_model(hyper_model, model, _args(1.0), K=1, device="cpu")
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    with torch.no_grad():
+        expected = reference_generate(hyper_model, _shapes(model), NORM)
+    for name, w in expected.items():
+        _close(merged.state_dict()[name], w)
+
+
 @pytest.mark.parametrize("call,error,match", [
     (lambda m, h, a: sample_merge_model(h, m, a, K=True, device="cpu"), TypeError, "K"),
     (lambda m, h, a: sample_merge_model(h, m, a, K=2.0, device="cpu"), TypeError, "K"),

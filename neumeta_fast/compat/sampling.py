@@ -144,8 +144,8 @@ def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
     """A copy of `model` whose learnable tensors are the average of K generated samples.
 
     Sample 0 is noise-free, samples 1..K-1 use `args.training.coordinate_noise` (reference-mode noise),
-    coordinates are divided by `args.dimensions.norm`. The weights are averaged inside `generate`:
-    one model copy, not K. Like the reference, puts `hyper_model` in eval mode.
+    so K=1 is the noise-free model; coordinates are divided by `args.dimensions.norm`. The weights
+    are averaged inside `generate`: one model copy, not K. Like the reference, puts `hyper_model` in eval mode.
     """
     K = number("K", K, integer=True, low=1)
     noise = number("args.training.coordinate_noise", args.training.coordinate_noise, low=0)
@@ -153,7 +153,8 @@ def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
     hyper_model.eval()
     device = resolve_device(device, hyper_model)
     merged = copy.deepcopy(model).to(device)
-    return _generate_into(hyper_model, merged, norm=norm, noise=noise, samples=K)
+    # generate()'s single sample is a noisy draw (training); the reference's sample 0 is always clean
+    return _generate_into(hyper_model, merged, norm=norm, noise=noise if K > 1 else 0.0, samples=K)
 
 
 def sample_single_model(hyper_model, model, device="cuda", cfg=None):
