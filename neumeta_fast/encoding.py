@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from .arguments import FLOAT32_MAX, FLOAT32_TINY, number
+
 
 def frequencies(freq_low: int, freq_high: int, device: torch.device) -> torch.Tensor:
     """float32(2^k * pi) for k in [low, high): each product x_j * f_k is then one float32 multiply."""
@@ -21,6 +23,11 @@ def normalise(coords: torch.Tensor, norm: float | torch.Tensor) -> torch.Tensor:
     x = coords / (norm if isinstance(norm, torch.Tensor) else norm_tensor(norm, coords.device))
     x[:, :3] /= x[:, 3:]
     return x
+
+
+def check_norm(name: str, norm) -> float:
+    """A coordinate normaliser: a number that stays finite and non-zero as a float32 divisor."""
+    return number(name, norm, low=FLOAT32_TINY, high=FLOAT32_MAX, why="coordinates are divided by it in float32")
 
 
 def norm_tensor(norm: float, device: torch.device) -> torch.Tensor:

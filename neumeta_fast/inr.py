@@ -15,23 +15,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arguments import FLOAT32_MAX, number
+
 FreqSpec = Union[int, Sequence[int]]
 
 # INR -> {(dtype, column_multiple): (parameter state, stacks)}: `INR.stacked` without grad.
 _STACKS: "weakref.WeakKeyDictionary[INR, dict]" = weakref.WeakKeyDictionary()
 
 
+# Frequencies are float32(2^k pi): k = 127 overflows to inf (and sin(inf) is NaN).
+MAX_FREQ_EXPONENT = 127
+
+
 def frequency_range(num_freqs: FreqSpec) -> tuple[int, int]:
     """`num_freqs` as the exponent range [low, high): an int F means [0, F)."""
-    if isinstance(num_freqs, int):
-        low, high = 0, num_freqs
-    else:
+    if hasattr(num_freqs, "__iter__") and not isinstance(num_freqs, (str, bytes)):
         pair = list(num_freqs)
         if len(pair) != 2:
             raise ValueError(f"num_freqs must be an int or a [low, high) pair, got {num_freqs!r}")
-        low, high = int(pair[0]), int(pair[1])
-    if not 0 <= low <= high:
-        raise ValueError(f"num_freqs must describe 0 <= low <= high, got {num_freqs!r}")
+        low = number("num_freqs low", pair[0], integer=True, low=0)
+        high = number("num_freqs high", pair[1], integer=True, low=low, high=MAX_FREQ_EXPONENT)
+    else:
+        low, high = 0, number("num_freqs", num_freqs, integer=True, low=0, high=MAX_FREQ_EXPONENT)
     return low, high
 
 
@@ -78,14 +83,12 @@ class INR(nn.Module):
     def __init__(self, num_tensors: int, hidden_dim: int = 256, num_layers: int = 4, num_freqs: FreqSpec = 16,
                  output_dim: int = 9, input_dim: int = 6, scalar: float = 0.1):
         super().__init__()
-        if num_tensors < 1:
-            raise ValueError(f"num_tensors must be >= 1, got {num_tensors}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1 (1 = no residual block), got {num_layers}")
-        if hidden_dim < 1 or output_dim < 1:
-            raise ValueError(f"hidden_dim and output_dim must be >= 1, got {hidden_dim}, {output_dim}")
-        if input_dim != 6:
-            raise ValueError(f"coordinates are 6-D (SPEC 2); input_dim must be 6, got {input_dim}")
+        num_tensors = number("num_tensors", num_tensors, integer=True, low=1)
+        num_layers = number("num_layers", num_layers, integer=True, low=1, why="1 = no residual block")
+        hidden_dim = number("hidden_dim", hidden_dim, integer=True, low=1)
+        output_dim = number("output_dim", output_dim, integer=True, low=1)
+        input_dim = number("input_dim", input_dim, integer=True, low=6, high=6, why="coordinates are 6-D")
+        scalar = number("scalar", scalar, low=-FLOAT32_MAX, high=FLOAT32_MAX)
         self.freq_low, self.freq_high = frequency_range(num_freqs)
         self.num_tensors = num_tensors
         self.hidden_dim = hidden_dim

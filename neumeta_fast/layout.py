@@ -12,6 +12,7 @@ taken from output columns `[col_start, col_start + kernel_numel)`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, Union
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from . import _C  # after torch: the extension links against it
+from .arguments import number
 
 Include = Union[None, str, Iterable[str], Callable[[str, torch.Tensor], bool]]
 _SUBSETS_KEPT = 64  # per layout: the trainer draws a random subset each step when ratio < 1
@@ -52,15 +54,30 @@ class Segment:
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in shape)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise TypeError(f"tensor {name!r}: shape must be a sequence of ints, got {shape!r}")
     if len(shape) not in (1, 2, 4):
         raise ValueError(
-            f"tensor {name!r} has shape {shape} ({len(shape)}-D): morphable tensors must be "
+            f"tensor {name!r} has shape {tuple(shape)} ({len(shape)}-D): morphable tensors must be "
             "4-D conv weights [A, B, kh, kw], 2-D linear weights [A, B] or 1-D vectors [A]"
         )
-    if any(s <= 0 for s in shape):
-        raise ValueError(f"tensor {name!r} has shape {shape}: every dimension must be positive")
-    return shape
+    return tuple(number(f"tensor {name!r} shape {tuple(shape)} dimension {d}", s, integer=True, low=1,
+                        why="every dimension must be positive") for d, s in enumerate(shape))
+
+
+_GIB = float(1 << 30)
+
+
+def _device_bytes(device: torch.device) -> int | None:
+    """Total memory of `device` in bytes, or None where it is not known (e.g. the meta device)."""
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
+            return None
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
 
 
 class Layout:
@@ -73,12 +90,15 @@ class Layout:
         names = [str(n) for n, _ in entries]
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names must be unique, got {names}")
-        indices = list(range(len(entries))) if indices is None else [int(i) for i in indices]
+        self.num_tensors = len(entries) if num_tensors is None else number("num_tensors", num_tensors, integer=True,
+                                                                           low=1)
+        if indices is None:
+            indices = list(range(len(entries)))
+        else:
+            indices = [number(f"indices[{k}]", i, integer=True, low=0, high=self.num_tensors - 1)
+                       for k, i in enumerate(indices)]
         if len(indices) != len(entries):
             raise ValueError(f"got {len(indices)} tensor indices for {len(entries)} tensors")
-        self.num_tensors = len(entries) if num_tensors is None else int(num_tensors)
-        if any(not 0 <= i < self.num_tensors for i in indices):
-            raise ValueError(f"tensor indices {indices} must lie in [0, {self.num_tensors})")
         segments, row, elem = [], 0, 0
         for (name, shape), index in zip(entries, indices):
             shape = _check_shape(name, shape)
@@ -168,11 +188,26 @@ class Layout:
                     f"produces output_dim={output_dim}: build the INR with output_dim >= {s.kernel_numel}"
                 )
 
+    @property
+    def coordinate_bytes(self) -> int:
+        return self.num_rows * 6 * 4
+
+    def check_fits(self, device: torch.device, *, weights: bool = True) -> None:
+        """Refuse, before allocating, a coordinate table (+ the float32 weights) larger than `device`'s memory."""
+        need = self.coordinate_bytes + (self.numel * 4 if weights else 0)
+        total = _device_bytes(device)
+        if total is not None and need > total:
+            parts = f"{self.coordinate_bytes / _GIB:.3g} GiB of coordinates" + (
+                f" + {self.numel * 4 / _GIB:.3g} GiB of float32 weights" if weights else "")
+            raise ValueError(f"{self!r} needs at least {need / _GIB:.3g} GiB on {device} ({parts}), but {device} "
+                             f"has {total / _GIB:.3g} GiB in total")
+
     def coordinates(self, device: torch.device | str | None = None) -> torch.Tensor:
         """float32 [num_rows, 6] coordinate table of SPEC 2 (cached per device; do not modify)."""
         device = torch.device(device or "cpu")
         table = self._coords.get(device)
         if table is None:
+            self.check_fits(device, weights=False)
             table = torch.empty(self.num_rows, 6, dtype=torch.float32, device=device)
             for s in self.segments:
                 self._fill_segment(s, table[s.row_offset:s.row_offset + s.rows].view(s.shape[0], s.cols, 6))

@@ -11,26 +11,29 @@ With `samples > 1`, sample 0 is noise-free and samples 1..K-1 are noisy (as the 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .arguments import FLOAT32_MAX, number
+
 NOISE_MODES = ("reference", "channels")
+# K-sample averaging costs K full generations: past this it is a mistake, not an average (the reference uses 50).
+MAX_SAMPLES = 10_000
 _CHANNEL_COLUMNS = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
 
 
-def check_noise(scale: float, mode: str, samples: int) -> None:
+def check_noise(scale: float, mode: str, samples: int, num_rows: int) -> tuple[float, int]:
+    """The noise scale and sample count checked for `num_rows` coordinates; returns them as Python numbers."""
     if mode not in NOISE_MODES:
         raise ValueError(f"unknown noise_mode {mode!r}; expected one of {NOISE_MODES}")
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"noise must be a finite scale >= 0, got {scale!r}")
+    samples = number("samples", samples, integer=True, low=1, high=MAX_SAMPLES,
+                     why=f"each sample is one full generation ({num_rows} coordinates through the INR)")
+    scale = number("noise", scale, low=0, high=FLOAT32_MAX)
     if mode == "reference" and scale > 1:
         raise ValueError(
             f"noise={scale} > 1 in noise_mode='reference' can move the layer index outside [0, L) "
             "(the reference then silently uses the last MLP or fails); use noise <= 1 or noise_mode='channels'"
         )
+    return scale, samples
 
 
 def mode_mask(mode: str, device: torch.device) -> torch.Tensor | None:

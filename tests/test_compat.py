@@ -220,6 +220,42 @@ def test_sample_merge_model_matches_reference_average():
     assert torch.equal(state["stem.weight"], before["stem.weight"])
 
 
+def test_sample_merge_model_with_one_sample_is_noise_free():
+    """The reference's sample 0 is clean, so K=1 is the noise-free model (and draws no noise)."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    hyper_model = _hyper(model)
+    rng_before = torch.get_rng_state()
+    merged = sample_merge_model(hyper_model, model, _args(1.0), K=1, device="cpu")
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    with torch.no_grad():
+        expected = reference_generate(hyper_model, _shapes(model), NORM)
+    for name, w in expected.items():
+        _close(merged.state_dict()[name], w)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m, h, a: sample_merge_model(h, m, a, K=True, device="cpu"), TypeError, "K"),
+    (lambda m, h, a: sample_merge_model(h, m, a, K=2.0, device="cpu"), TypeError, "K"),
+    (lambda m, h, a: sample_merge_model(h, m, a, K=0, device="cpu"), ValueError, "K"),
+    (lambda m, h, a: sample_merge_model(h, m, _args("0.5"), device="cpu"), TypeError, "coordinate_noise"),
+    (lambda m, h, a: sample_single_model(h, m, device="cpu", cfg=SimpleNamespace(dimensions=SimpleNamespace(norm=True))),
+     TypeError, "cfg.dimensions.norm"),
+    (lambda m, h, a: sample_weights(h, m, *a, device="cpu", NORM="64"), TypeError, "NORM"),
+    (lambda m, h, a: sample_weights(h, m, *a, device="cpu", NORM=NORM, large_batch_size=0.5), TypeError,
+     "large_batch_size"),
+    (lambda m, h, a: sample_subset(*a[:4], a[4], ratio=float("nan")), ValueError, "ratio"),
+    (lambda m, h, a: weighted_regression_loss([torch.ones(2)], [torch.ones(2)], epsilon="1e-6"), TypeError,
+     "epsilon"),
+    (lambda m, h, a: _hyper(m, normalizing_factor=0), ValueError, "normalizing_factor"),
+])
+def test_numeric_arguments_are_checked(call, error, match):
+    model = TinyNet()
+    coords, keys, indices, sizes = sample_coordinates(model)
+    with pytest.raises(error, match=match):
+        call(model, _hyper(model), (coords, keys, indices, sizes, create_key_masks(keys)))
+
+
 def test_sample_single_model_and_shuffled_rows_match_reference():
     torch.manual_seed(0)
     model = TinyNet()

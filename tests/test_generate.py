@@ -2,6 +2,7 @@
 import importlib
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,3 +233,101 @@ def test_triton_or_cuda_by_name_on_cpu_is_a_clear_error(monkeypatch):
     _, layout, inr = case(0)
     with pytest.raises(RuntimeError, match="cuda"):
         generate(inr, layout, norm=1, backend="cuda")
+
+
+_NAN_PLACES = {  # the parameter and the entry poisoned; a 1x1 conv reads output 4 only, so the last one is unused
+    "first": ("model.0.initial_layer.weight", (0, 0)), "bias": ("model.1.initial_layer.bias", (1,)),
+    "block": ("model.0.residual_blocks.1.weight", (2, 3)), "scalar": ("model.1.scalars.0", ()),
+    "unused output": ("model.0.output_layer.weight", (0, 5)),
+}
+_PATHS = {  # generate() keyword arguments and grad mode of each backend path
+    "fused separable": (dict(), False), "fused routed": (dict(noise=0.5, samples=2), False),
+    "fused channels": (dict(noise=0.5, noise_mode="channels"), False), "bfloat16": (dict(dtype=torch.bfloat16), False),
+    "autograd": (dict(), True), "triton": (dict(backend="triton"), False),
+}
+
+
+@pytest.mark.parametrize("path", list(_PATHS))
+@pytest.mark.parametrize("place", list(_NAN_PLACES))
+def test_nan_parameters_are_refused_on_every_path(place, path):
+    """Without grad the fused C++ ReLU mapped NaN to 0 and finite weights came out; refuse as with grad."""
+    layout = Layout.from_shapes([("conv", (3, 4, 1, 1)), ("fc", (2, 3)), ("bn", (3,))])
+    inr = random_inr(3, 0, num_layers=3)
+    name, index = _NAN_PLACES[place]
+    with torch.no_grad():
+        inr.get_parameter(name)[index] = float("nan")
+    kwargs, grad = _PATHS[path]
+    with torch.set_grad_enabled(grad), pytest.raises(ValueError, match=f"NaN or inf: .*{name}"):
+        generate(inr, layout, norm=16, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def test_generate_into_refuses_nan_parameters():
+    net = torch.nn.Linear(4, 3)
+    inr = random_inr(2, 0)
+    with torch.no_grad():
+        inr.model[0].initial_layer.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="model.0.initial_layer.weight"):
+        generate_into(inr, net, Layout.from_module(net), norm=16)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(norm=True), TypeError, "norm"), (dict(norm="64"), TypeError, "norm"),
+    (dict(norm=torch.tensor(64.0)), TypeError, "norm"), (dict(samples=True), TypeError, "samples"),
+    (dict(samples=2.0), TypeError, "samples"), (dict(noise="0.5"), TypeError, "noise"),
+    (dict(noise=True), TypeError, "noise"), (dict(noise=float("nan")), ValueError, "noise"),
+    (dict(norm=float("inf")), ValueError, "norm"), (dict(norm=-np.float32(1)), ValueError, "norm"),
+    (dict(noise_tensor=np.zeros((1, 3, 6), np.float32)), TypeError, "noise_tensor"),
+    (dict(samples=10**9), ValueError, r"samples must be <= 10000, got 1000000000: .*\(\d+ coordinates"),
+])
+def test_numeric_arguments_reject_bools_strings_and_tensors(kwargs, error, match):
+    _, layout, inr = case(0)
+    with pytest.raises(error, match=match):
+        generate(inr, layout, **{"norm": 16, **kwargs})
+
+
+def test_numpy_scalars_are_accepted():
+    _, layout, inr = case(1)
+    gen = lambda **kw: generate(inr, layout, generator=torch.Generator().manual_seed(3), **kw)  # noqa: E731
+    with torch.no_grad():
+        want = gen(norm=64.0, noise=0.25, samples=2)
+        got = gen(norm=np.float32(64), noise=np.float64(0.25), samples=np.int64(2))
+    assert all(torch.equal(got[n], want[n]) for n in want)
+
+
+def test_a_layout_larger_than_memory_is_refused_before_allocating():
+    layout = Layout.from_shapes([("w", (2**18, 2**18))])
+    with pytest.raises(ValueError, match=r"needs at least .* GiB on cpu \(.* of coordinates \+ .* of float32 weights\)"):
+        generate(random_inr(1, 0), layout, norm=16)
+
+
+def _linear_on(device="cpu"):
+    return torch.nn.Linear(4, 3, device=device)
+
+
+def _integer_linear():
+    net = _linear_on()
+    net.weight = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.int32), requires_grad=False)
+    return net
+
+
+@pytest.mark.parametrize("module,error,match", [
+    (lambda: _linear_on("meta"), ValueError, "meta device"),
+    (_integer_linear, TypeError, "torch.int32"),
+    (lambda: _linear_on("cuda"), ValueError, "is on cuda"),
+])
+def test_generate_into_refuses_modules_it_cannot_write(monkeypatch, module, error, match):
+    """A meta module took the copies as no-ops and returned; an integer one would truncate the weights."""
+    if "cuda" in match and not torch.cuda.is_available():
+        pytest.skip("needs a second device")
+    net = module()
+    monkeypatch.setattr(gen_module, "generate", lambda *a, **k: pytest.fail("generated before checking the module"))
+    with pytest.raises(error, match=match):
+        generate_into(random_inr(2, 0), net, Layout.from_shapes([("weight", (3, 4)), ("bias", (3,))]), norm=16)
+
+
+@pytest.mark.parametrize("convert,match", [(lambda m: m.to("meta"), "meta device"),
+                                           (lambda m: m.double(), "must be float32")])
+def test_inrs_without_float32_values_are_refused(convert, match):
+    _, layout, inr = case(0)
+    with pytest.raises(ValueError, match=match):
+        generate(convert(inr), layout, norm=16)

@@ -1,4 +1,5 @@
 """INR module: state-dict layout of SPEC 2 and loading checks."""
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +61,25 @@ def test_wrong_state_dict_keys_are_named():
 def test_bad_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         INR(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    (dict(num_tensors=True), TypeError), (dict(num_tensors=2.0), TypeError), (dict(hidden_dim=3.7), TypeError),
+    (dict(num_layers="2"), TypeError), (dict(output_dim=np.float32(9)), TypeError), (dict(num_freqs=2.5), TypeError),
+    (dict(num_freqs=[0, 4.5]), TypeError), (dict(num_freqs=True), TypeError), (dict(scalar="0.1"), TypeError),
+    (dict(scalar=float("nan")), ValueError), (dict(num_freqs=128), ValueError), (dict(num_freqs=[2, 200]), ValueError),
+])
+def test_numeric_arguments_are_checked(kwargs, error):
+    """Bools, floats for counts, strings and NaN are refused by name instead of truncated or accepted."""
+    (name,) = kwargs
+    with pytest.raises(error, match=name):
+        INR(**{"num_tensors": 1, **kwargs})
+
+
+def test_numpy_integers_are_accepted():
+    inr = INR(np.int64(2), hidden_dim=np.int32(8), num_layers=np.int64(2), num_freqs=np.array([1, 3]))
+    assert (inr.num_tensors, inr.hidden_dim, inr.freq_low, inr.freq_high) == (2, 8, 1, 3)
+    assert type(inr.hidden_dim) is int and type(inr.freq_high) is int
 
 
 def test_package_surface():

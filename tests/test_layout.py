@@ -1,6 +1,7 @@
 """Layout: coordinate table and scatter plan against a literal enumeration (SPEC 2)."""
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -126,3 +127,46 @@ def test_fill_coordinates_rejects_a_wrong_buffer():
         _C.fill_coordinates(torch.empty(5, 6), 0, 1, 2, 3, 3)
     with pytest.raises(ValueError, match="contiguous float32 CPU"):
         _C.fill_coordinates(torch.empty(6, 6, dtype=torch.float64), 0, 1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("rows,a_size,b_size,cols,match", [
+    (0, 2**32, 2**32, 2**32, "overflows int64"),  # the product wraps to 0 rows and matched an empty buffer
+    (1, -1, -1, 1, "must be >= 0"), (6, -2, -3, 3, "must be >= 0"), (6, 2, 3, 0, "cols >= 1"),
+])
+def test_fill_coordinates_checks_sizes_without_overflow(rows, a_size, b_size, cols, match):
+    from neumeta_fast import _C
+    with pytest.raises(ValueError, match=match):
+        _C.fill_coordinates(torch.empty(rows, 6), 0, 1, a_size, b_size, cols)
+
+
+@pytest.mark.parametrize("dim,error", [(3.7, TypeError), (True, TypeError), ("4", TypeError), (None, TypeError),
+                                       (np.float32(4), TypeError), (torch.tensor(4), TypeError), (0, ValueError),
+                                       (-2, ValueError)])
+def test_dimensions_must_be_positive_integers(dim, error):
+    with pytest.raises(error, match="tensor 'x'.*dimension 1"):
+        Layout.from_shapes([("x", (4, dim))])
+
+
+def test_numpy_integer_dimensions_are_accepted():
+    layout = Layout.from_shapes([("x", (np.int64(4), np.int32(3))), ("y", torch.Size([2, 3, 1, 1]))])
+    assert layout.segments[0].shape == (4, 3) and all(type(d) is int for d in layout.segments[0].shape)
+    assert torch.equal(layout.coordinates(), Layout.from_shapes([("x", (4, 3)), ("y", (2, 3, 1, 1))]).coordinates())
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(num_tensors=2.5), TypeError, "num_tensors"), (dict(num_tensors=True), TypeError, "num_tensors"),
+    (dict(num_tensors=0), ValueError, "num_tensors"), (dict(num_tensors=3, indices=[1.0]), TypeError, "indices"),
+    (dict(num_tensors=3, indices=[3]), ValueError, r"indices\[0\] must be <= 2"),
+    (dict(num_tensors=3, indices=[-1]), ValueError, "indices"),
+])
+def test_tensor_count_and_indices_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Layout([("a", (2,))], **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(2**20, 2**20), (2**40, 2**40)])
+def test_a_table_larger_than_memory_says_what_it_needs(shape):
+    """Before allocating: how many GiB the table needs and how many the device has."""
+    layout = Layout.from_shapes([("huge", shape)])
+    with pytest.raises(ValueError, match=r"needs at least [0-9.e+]+ GiB on cpu .* has [0-9.]+ GiB in total"):
+        layout.coordinates()

@@ -99,3 +99,45 @@ def test_bad_input_is_named(bad, match):
     pe = torch.randn(5, mlp.initial_layer.in_features)
     with torch.no_grad(), pytest.raises(ValueError, match=match):
         fused(mlp, bad(pe))
+
+
+@pytest.mark.parametrize("row_start,rows", [(2**63 - 1, 1), (1, 2**63 - 1), (2**62, 2**62), (-1, 2), (0, -1)])
+def test_separable_row_range_cannot_overflow(row_start, rows):
+    """row_start + rows wrapping past int64 passed the bound check and read far outside u and v."""
+    mlp = random_inr(1, hidden_dim=8, num_layers=2, num_freqs=1).model[0]
+    with torch.no_grad(), pytest.raises(ValueError, match=r"rows \[.*\) outside the 2 x 3 tensor"):
+        _C.resmlp_forward_separable(torch.randn(2, 8), torch.randn(3, 8), row_start, rows, tail(mlp))
+
+
+def test_separable_tensor_size_cannot_overflow():
+    """A x B of two zero-width (storage-free) tables wraps int64."""
+    empty_tail = _C.ResMLPTail([], [], [], torch.empty(1, 0), torch.zeros(1))
+    with pytest.raises(ValueError, match="more rows than int64"):
+        _C.resmlp_forward_separable(torch.empty(2**32, 0), torch.empty(2**32, 0), 0, 1, empty_tail)
+
+
+def test_activation_size_cannot_overflow():
+    """rows x hidden activations past int64 (pe without features, so no storage) are refused by name."""
+    hidden = 2**24
+    empty_tail = _C.ResMLPTail([], [], [], torch.empty(0, hidden), torch.empty(0))
+    with pytest.raises(ValueError, match="activations overflow int64"):
+        _C.resmlp_forward(torch.empty(2**40, 0), torch.empty(hidden, 0), torch.zeros(hidden), empty_tail)
+
+
+@pytest.mark.parametrize("where", ["w0", "b0", "block", "scalar"])
+def test_nan_propagates_as_in_torch_relu(where):
+    """The fused ReLU must not map NaN to 0: that turned a corrupt INR into finite weights."""
+    mlp = random_inr(1, seed=3, hidden_dim=16, num_layers=3, num_freqs=2).model[0]
+    with torch.no_grad():
+        {"w0": mlp.initial_layer.weight[0], "b0": mlp.initial_layer.bias, "block": mlp.residual_blocks[1].weight[2],
+         "scalar": mlp.scalars[0]}[where].fill_(float("nan"))
+    pe = torch.randn(9, mlp.initial_layer.in_features)
+    u, v = torch.randn(3, 16), torch.randn(3, 16)
+    with torch.no_grad():
+        want = eager_resmlp(mlp, pe)
+        got = fused(mlp, pe)
+        if where == "w0":  # the separable op takes the first layer's output as u[a] + v[b]
+            u[1, 0] = float("nan")
+            assert torch.isnan(_C.resmlp_forward_separable(u, v, 0, 9, tail(mlp))[3:6]).all()
+    assert torch.isnan(want).any()
+    assert torch.equal(torch.isnan(got), torch.isnan(want))

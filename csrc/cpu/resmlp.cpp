@@ -1,6 +1,7 @@
 #include "resmlp.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,10 @@ namespace {
 
 constexpr int64_t kGrainRows = 64;  // rows per parallel task of an epilogue pass
 
+// max(v, 0) that keeps NaN, as torch.relu does: a NaN must reach the caller's finiteness check,
+// not come out as a finite 0.
+inline float relu(float v) { return v <= 0.f ? 0.f : v; }
+
 // h = relu(h + b), in place.
 void bias_relu(const at::Tensor& h, const float* b) {
   const int64_t k = h.size(1);
@@ -18,8 +23,7 @@ void bias_relu(const at::Tensor& h, const float* b) {
     for (int64_t i = lo; i < hi; ++i) {
       float* row = p + i * k;
       for (int64_t j = 0; j < k; ++j) {
-        const float v = row[j] + b[j];
-        row[j] = v > 0.f ? v : 0.f;
+        row[j] = relu(row[j] + b[j]);
       }
     }
   });
@@ -35,8 +39,7 @@ void residual(const at::Tensor& h, const at::Tensor& t, const float* b, float s)
       float* row = p + i * k;
       const float* in = q + i * k;
       for (int64_t j = 0; j < k; ++j) {
-        const float v = in[j] + b[j];
-        row[j] += s * (v > 0.f ? v : 0.f);
+        row[j] += s * relu(in[j] + b[j]);
       }
     }
   });
@@ -65,10 +68,14 @@ void check_tail(const Tail& tail, int64_t hidden) {
 // worth each, a few MB): a fresh buffer per chunk is fresh pages from the OS every
 // time, and their page faults cost up to 25% on top of the GEMMs.
 at::Tensor scratch(int slot, int64_t rows, int64_t hidden) {
+  int64_t numel = 0;
+  if (c10::mul_overflows(rows, hidden, &numel))
+    throw std::invalid_argument("resmlp: " + std::to_string(rows) + " rows x " + std::to_string(hidden) +
+                                " hidden activations overflow int64");
   thread_local at::Tensor buffers[2];
   at::Tensor& buf = buffers[slot];
-  if (!buf.defined() || buf.numel() < rows * hidden) buf = at::empty({rows * hidden}, at::kFloat);
-  return buf.narrow(0, 0, rows * hidden).view({rows, hidden});
+  if (!buf.defined() || buf.numel() < numel) buf = at::empty({numel}, at::kFloat);
+  return buf.narrow(0, 0, numel).view({rows, hidden});
 }
 
 // h holds the first layer's activations; runs the blocks in place, returns the outputs.
@@ -103,9 +110,19 @@ at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t r
   check(u, "u", {a_size, hidden});
   check(v, "v", {b_size, hidden});
   check_tail(tail, hidden);
-  if (row_start < 0 || rows < 0 || row_start + rows > a_size * b_size)
-    throw std::invalid_argument("resmlp: rows [" + std::to_string(row_start) + ", " + std::to_string(row_start + rows) +
-                                ") outside the " + std::to_string(a_size) + " x " + std::to_string(b_size) + " tensor");
+  // Overflow-safe: row_start + rows and a_size * b_size can wrap and pass a naive bound check.
+  int64_t total = 0;
+  if (c10::mul_overflows(a_size, b_size, &total))
+    throw std::invalid_argument("resmlp: the " + std::to_string(a_size) + " x " + std::to_string(b_size) +
+                                " tensor has more rows than int64 holds");
+  if (row_start < 0 || rows < 0 || row_start > total || rows > total - row_start) {
+    int64_t end = 0;
+    const std::string end_str = c10::add_overflows(row_start, rows, &end)
+                                    ? std::to_string(row_start) + " + " + std::to_string(rows)
+                                    : std::to_string(end);
+    throw std::invalid_argument("resmlp: rows [" + std::to_string(row_start) + ", " + end_str + ") outside the " +
+                                std::to_string(a_size) + " x " + std::to_string(b_size) + " tensor");
+  }
   auto h = scratch(0, rows, hidden);
   float* p = h.data_ptr<float>();
   const float* up = u.data_ptr<float>();
@@ -117,8 +134,7 @@ at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t r
       const float* vb = vp + (r % b_size) * hidden;
       float* row = p + i * hidden;
       for (int64_t j = 0; j < hidden; ++j) {
-        const float x = ua[j] + vb[j];
-        row[j] = x > 0.f ? x : 0.f;
+        row[j] = relu(ua[j] + vb[j]);
       }
     }
   });

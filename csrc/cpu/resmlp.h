@@ -2,8 +2,9 @@
 // ATen's BLAS; bias, ReLU and the scaled residual run as one fused pass over
 // each GEMM's output instead of the three eager passes (bias copy, relu_,
 // addcmul_) that cost the torch backend about 30% over its bare GEMMs.
-// Inputs must be contiguous float32 CPU tensors; anything else is a named
-// std::invalid_argument (ValueError in Python).
+// Inputs must be contiguous float32 CPU tensors; anything else, and row ranges
+// or sizes whose arithmetic overflows int64, is a named std::invalid_argument
+// (ValueError in Python). ReLU keeps NaN, as torch.relu does.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..arguments import number
 from ..layout import Layout
 
 
@@ -78,6 +79,7 @@ def sample_subset(coords_tensor, keys_list, indices_list, size_list, key_mask=No
 
     Returns (coords, keys, indices, sizes, selected_keys); ratio >= 1 returns everything.
     """
+    ratio = number("ratio", ratio, above=0)
     if not len(coords_tensor) == len(keys_list) == len(indices_list) == len(size_list):
         raise ValueError(f"coords, keys, indices and sizes must have one row per coordinate, got lengths "
                          f"{len(coords_tensor)}, {len(keys_list)}, {len(indices_list)}, {len(size_list)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..backends.torch_backend import _mlp, _use_fused_cpu, _weights
-from ..encoding import fourier_features, frequencies
+from ..encoding import check_norm, fourier_features, frequencies
 from ..inr import INR, FreqSpec, group_by_mlp
 
 
@@ -23,7 +23,7 @@ class NeRF_ResMLP_Compose(INR):
                  num_layers: int = 4, num_compose: int = 4, normalizing_factor: float = 1.0, scalar: float = 0.1):
         super().__init__(num_compose, hidden_dim=hidden_dim, num_layers=num_layers, num_freqs=num_freqs,
                          output_dim=output_dim, input_dim=input_dim, scalar=scalar)
-        self.norm = normalizing_factor  # the reference's attribute name
+        self.norm = check_norm("normalizing_factor", normalizing_factor)  # the reference's attribute name
 
     def forward(self, x: torch.Tensor, layer_id: torch.Tensor | None = None,
                 input_dim: torch.Tensor | None = None) -> torch.Tensor:

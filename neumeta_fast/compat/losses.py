@@ -5,6 +5,8 @@ from typing import Sequence
 
 import torch
 
+from ..arguments import number
+
 
 def weighted_regression_loss(reconstructed_weights: Sequence[torch.Tensor], gt_selected_weights: Sequence[torch.Tensor],
                              epsilon: float = 1e-6) -> torch.Tensor:
@@ -12,6 +14,7 @@ def weighted_regression_loss(reconstructed_weights: Sequence[torch.Tensor], gt_s
 
     Pairs are checked (the reference's `zip` silently drops unmatched tensors).
     """
+    epsilon = number("epsilon", epsilon, low=0)
     if len(reconstructed_weights) != len(gt_selected_weights) or not reconstructed_weights:
         raise ValueError(f"expected equally many (>= 1) reconstructed and ground-truth tensors, got "
                          f"{len(reconstructed_weights)} and {len(gt_selected_weights)}")

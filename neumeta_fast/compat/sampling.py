@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..arguments import number
+from ..encoding import check_norm
 from ..generate import generate, generate_into, write_weights
 from ..inr import INR
 from ..layout import Layout, centre_start
@@ -111,6 +113,8 @@ def sample_weights(hyper_model, model_cls, coords_tensor, keys_list, indices_lis
     Rows are assigned to tensors by `key_mask` (as the reference; `keys_list` is not read), and
     `large_batch_size` is accepted for compatibility: the backends choose their own chunking.
     """
+    norm = check_norm("NORM", NORM)
+    number("large_batch_size", large_batch_size, integer=True, low=1)
     device = resolve_device(device, hyper_model)
     params = learnable_parameters(model_cls)
     names = _selected_names(params, key_mask, selected_keys)
@@ -120,39 +124,43 @@ def sample_weights(hyper_model, model_cls, coords_tensor, keys_list, indices_lis
     noise = (_canonical_noise(selection, owner, coords, indices_list, size_list)
              if isinstance(hyper_model, INR) else None)
     if noise is not None:
-        weights = generate(hyper_model, selection.layout, norm=float(NORM), noise_mode="reference",
+        weights = generate(hyper_model, selection.layout, norm=norm, noise_mode="reference",
                            noise_tensor=noise.unsqueeze(0) if noise.any() else None)
     else:
-        weights = _generic(hyper_model, params, names, owner, coords, indices_list, float(NORM))
+        weights = _generic(hyper_model, params, names, owner, coords, indices_list, norm)
     write_weights(model_cls, weights)
     return model_cls, [weights[n] for n in names]
 
 
-def _generate_into(hyper_model, model: nn.Module, *, norm, noise: float, samples: int) -> nn.Module:
+def _generate_into(hyper_model, model: nn.Module, *, norm: float, noise: float, samples: int) -> nn.Module:
     if not isinstance(hyper_model, INR):
         raise TypeError(f"hyper_model must be a neumeta_fast hyper-model (NeRF_ResMLP_Compose, NeRF_MLP_Compose "
                         f"or INR), got {type(hyper_model).__name__}: load its state dict into one")
-    return generate_into(hyper_model, model, learnable_layout(model), norm=float(norm), noise=float(noise),
-                         samples=samples, noise_mode="reference").eval()
+    return generate_into(hyper_model, model, learnable_layout(model), norm=norm, noise=noise, samples=samples,
+                         noise_mode="reference").eval()
 
 
 def sample_merge_model(hyper_model, model, args, K=50, device="cuda"):
     """A copy of `model` whose learnable tensors are the average of K generated samples.
 
     Sample 0 is noise-free, samples 1..K-1 use `args.training.coordinate_noise` (reference-mode noise),
-    coordinates are divided by `args.dimensions.norm`. The weights are averaged inside `generate`:
-    one model copy, not K. Like the reference, puts `hyper_model` in eval mode.
+    so K=1 is the noise-free model; coordinates are divided by `args.dimensions.norm`. The weights
+    are averaged inside `generate`: one model copy, not K. Like the reference, puts `hyper_model` in eval mode.
     """
+    K = number("K", K, integer=True, low=1)
+    noise = number("args.training.coordinate_noise", args.training.coordinate_noise, low=0)
+    norm = check_norm("args.dimensions.norm", args.dimensions.norm)
     hyper_model.eval()
     device = resolve_device(device, hyper_model)
     merged = copy.deepcopy(model).to(device)
-    return _generate_into(hyper_model, merged, norm=args.dimensions.norm, noise=args.training.coordinate_noise,
-                          samples=K)
+    # generate()'s single sample is a noisy draw (training); the reference's sample 0 is always clean
+    return _generate_into(hyper_model, merged, norm=norm, noise=noise if K > 1 else 0.0, samples=K)
 
 
 def sample_single_model(hyper_model, model, device="cuda", cfg=None):
     """`model` (in place, eval mode) with noise-free generated weights; reads `cfg.dimensions.norm`."""
     if cfg is None:
         raise ValueError("sample_single_model needs cfg: the coordinate normaliser is read from cfg.dimensions.norm")
+    norm = check_norm("cfg.dimensions.norm", cfg.dimensions.norm)
     resolve_device(device, hyper_model)
-    return _generate_into(hyper_model, model, norm=cfg.dimensions.norm, noise=0.0, samples=1)
+    return _generate_into(hyper_model, model, norm=norm, noise=0.0, samples=1)
