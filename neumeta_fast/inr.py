@@ -137,7 +137,7 @@ class INR(nn.Module):
         return hit[1]
 
     def _stack(self, dtype: torch.dtype | None, column_multiple: int | None,
-               indices: Sequence[int] | None) -> tuple[torch.Tensor, ...]:
+               indices: Sequence[int] | None = None) -> tuple[torch.Tensor, ...]:
         mlps = list(self.model) if indices is None else [self.model[i] for i in indices]
         w0 = torch.stack([m.initial_layer.weight for m in mlps])
         b0 = torch.stack([m.initial_layer.bias for m in mlps])

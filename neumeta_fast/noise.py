@@ -21,12 +21,14 @@ MAX_SAMPLES = 10_000
 _CHANNEL_COLUMNS = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
 
 
-def check_noise(scale: float, mode: str, samples: int, num_rows: int) -> tuple[float, int]:
-    """The noise scale and sample count checked for `num_rows` coordinates; returns them as Python numbers."""
+def check_noise(scale: float, mode: str, samples: int, num_rows: int | None = None) -> tuple[float, int]:
+    """The noise scale and sample count checked (for `num_rows` coordinates, when known); returns them as
+    Python numbers."""
     if mode not in NOISE_MODES:
         raise ValueError(f"unknown noise_mode {mode!r}; expected one of {NOISE_MODES}")
+    rows = "" if num_rows is None else f" ({num_rows} coordinates through the INR)"
     samples = number("samples", samples, integer=True, low=1, high=MAX_SAMPLES,
-                     why=f"each sample is one full generation ({num_rows} coordinates through the INR)")
+                     why=f"each sample is one full generation{rows}")
     scale = number("noise", scale, low=0, high=FLOAT32_MAX)
     if mode == "reference" and scale > 1:
         raise ValueError(

@@ -175,10 +175,13 @@ class Trainer:
             raise ConfigError(f"family.morph names {unknown} that the base model does not have")
         self.target = {n: base_state[n].detach().to(device, copy=True) for n in family.morph}
         self.base_state = {n: t.detach().to(device, copy=True) for n, t in base_state.items()}
+        # 9 outputs serve kernels up to 3x3 (smaller ones take the centre); larger kernels need more.
+        # Read before seeding: building the layout's module the first time draws from the global RNG.
+        kernel = max(s.kernel_numel for s in family.layout(family.full_width).segments)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.inr = INR(len(family.morph), hidden_dim=config.hidden_dim, num_layers=config.num_layers,
-                           num_freqs=config.num_freqs)
+                           num_freqs=config.num_freqs, output_dim=max(9, kernel))
             if config.mean_init:
                 self._init_output_bias()
         self.inr.to(device)  # initialised on the CPU: the same start on every device

@@ -342,3 +342,14 @@ def test_checkpoint_save_keeps_its_checksum_key_apart(tmp_path):
         checkpoint.save({checkpoint.CHECKSUM_KEY: torch.ones(1)}, str(tmp_path / "ck.pt"))
     checkpoint.save({"a": torch.ones(2)}, str(tmp_path / "plain.pt"), checksum=False)
     assert list(torch.load(tmp_path / "plain.pt", weights_only=True)) == ["a"]
+
+
+def test_kernels_larger_than_3x3_get_an_inr_with_enough_outputs():
+    """LeNet's 5x5 convolutions need 25 outputs; an INR with the default 9 failed at the first step."""
+    family = named_family("lenet", full_width=4, num_classes=4, in_channels=1, image_size=8)
+    data = D.synthetic(n_train=32, n_test=16, shape=(1, 8, 8), num_classes=4)
+    trainer = Trainer(family, family.build(4), data, TrainConfig(steps=2, prefit_steps=1, batch_size=8,
+                                                                 hidden_dim=16, num_layers=2, num_freqs=2))
+    trainer.fit()
+    assert trainer.inr.output_dim == 25
+    assert trainer.weights(3)["conv1.weight"].shape[2:] == (5, 5)
