@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from neumeta_fast import INR, Layout, generate
+from neumeta_fast import INR, Layout, backends, generate
 from neumeta_fast.atomic import atomic_open
 from neumeta_fast.backends import triton_backend as tb
 from neumeta_fast.backends.request import philox_seed
@@ -179,6 +179,27 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
                     f"{t_ref_fb / t_tri_fb:.1f}x faster, torch backend fwd+bwd {t_ref_fb / t_torch_fb:.1f}x |")
 
 
+def overflow_checks(device: torch.device, rows: list, failures: list) -> None:
+    """Hidden units that overflow to +inf and -inf sum to NaN: a fused ReLU must keep it (max(x, 0) on a
+    GPU returns 0), so generate() reports the overflow instead of returning finite, wrong weights."""
+    layout = Layout.from_shapes([("w", (4, 3))])
+    inr = INR(1, hidden_dim=8, num_layers=2, num_freqs=1).to(device)
+    with torch.no_grad():
+        inr.model[0].initial_layer.bias.fill_(1e30)
+        inr.model[0].residual_blocks[0].weight.copy_(torch.tensor([3e38, -3e38]).repeat(8, 4))
+    usable = [b for b, status in backends(device).items() if status == "ok"]
+    for backend in usable:
+        try:
+            generate(inr, layout, norm=16, backend=backend)
+            reported = False
+        except ValueError as exc:
+            reported = "overflow" in str(exc)
+        rows.append(f"| overflow | | check: NaN from a hidden overflow reported ({backend}) | | "
+                    f"{'yes' if reported else 'NO'} |")
+        if not reported:
+            failures.append(f"{backend}: a NaN from a hidden overflow came out as finite weights")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny case in the Triton interpreter")
@@ -205,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         run_case(name, case, device, rows, failures, reference_fb=name != "b", repeat=1 if args.dry_run else 3)
         print("\n".join(rows), flush=True)
         lines += rows
+    rows = []
+    overflow_checks(device, rows, failures)
+    print("\n".join(rows), flush=True)
+    lines += rows
     lines += ["", "correctness: " + ("all checks passed" if not failures else "FAILED: " + "; ".join(failures))]
     print(lines[-1])
     if os.environ.get("OUT") and not args.dry_run:

@@ -123,7 +123,8 @@ def _linear(src, dst, w_ptr, b_ptr, scale_ptr, K, N, SW: tl.constexpr, BLOCK_M: 
             a = tl.load(src + rows * SW + k[None, :])
             w = tl.load(w_ptr + n[None, :] * K + k[:, None], mask=(k[:, None] < K) & (n[None, :] < N), other=0.0)
             acc = _dot(a, w, acc, PREC)
-        y = tl.maximum(acc + tl.load(b_ptr + n, mask=n < N, other=0.0)[None, :], 0.0)
+        y = acc + tl.load(b_ptr + n, mask=n < N, other=0.0)[None, :]
+        y = tl.where(y < 0.0, 0.0, y)  # ReLU that keeps NaN, as torch.relu: an overflow stays visible
         if RESIDUAL:
             y = tl.load(scale_ptr) * y + tl.load(src + rows * SW + n[None, :])
         tl.store(dst + rows * SW + n[None, :], y)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neumeta_fast import INR, Layout, generate, generate_into
+from neumeta_fast import INR, Layout, backends, generate, generate_into
 from neumeta_fast import noise as noise_lib
 from neumeta_fast.reference import reference_generate
 
@@ -331,3 +331,19 @@ def test_inrs_without_float32_values_are_refused(convert, match):
     _, layout, inr = case(0)
     with pytest.raises(ValueError, match=match):
         generate(convert(inr), layout, norm=16)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_nan_from_an_overflow_inside_the_mlp_is_reported(backend):
+    """Finite parameters whose hidden units overflow to +inf and -inf: their sum is NaN, and a ReLU that
+    mapped NaN to 0 (as max(x, 0) does) returned finite, wrong weights without a word."""
+    if backends("cpu")[backend] != "ok":
+        pytest.skip(f"backend {backend} does not run here")
+    layout = Layout.from_shapes([("w", (4, 3))])
+    inr = INR(1, hidden_dim=8, num_layers=2, num_freqs=1)
+    with torch.no_grad():
+        inr.model[0].initial_layer.bias.fill_(1e30)  # every hidden unit about 1e30
+        block = inr.model[0].residual_blocks[0]
+        block.weight.copy_(torch.tensor([3e38, -3e38]).repeat(8, 4))  # +inf + -inf = NaN in every unit
+    with pytest.raises(ValueError, match="overflow"):
+        generate(inr, layout, norm=16, backend=backend)

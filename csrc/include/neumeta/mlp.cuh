@@ -6,7 +6,7 @@
 
 namespace neumeta {
 
-NM_HD float relu(float v) { return v > 0.0f ? v : 0.0f; }
+NM_HD float relu(float v) { return v < 0.0f ? 0.0f : v; }  // keeps NaN, as torch.relu: an overflow stays visible
 
 // acc[i][j] += sum_k a[i*lda + k] * wt[k*ldw + j*col_stride] for k in [0, k_count): rows of the
 // activation tile against columns of a transposed weight, accumulated in k order.
