@@ -11,10 +11,13 @@ lists under Held-Karp penalties, segment-local double-bridge kicks) that stops
 once kicks stop helping, or at ``time_limit``. ``lower_bound`` gives a
 Held-Karp bound no order is shorter than, a certificate for any order.
 
-Matrices must be symmetric within a relative tolerance of 1e-5 (asymmetric
-problems are not supported: a ValueError says which entry differs); only the
-upper triangle is read. The result is deterministic for a given ``seed``
-unless ``time_limit`` cuts the search short.
+Matrices must be finite, symmetric within a relative tolerance of 1e-5
+(asymmetric problems are not supported: a ValueError says which entry
+differs), and no larger than ``max_entry(n)`` in magnitude off the diagonal
+(about 1.7e308 / (1024 (n + 1)^2), so that lengths and penalties stay finite
+in float64: rescale larger ones); only the upper triangle is read. The result
+is deterministic for a given ``seed`` unless ``time_limit`` cuts the search
+short.
 """
 from __future__ import annotations
 
@@ -25,10 +28,16 @@ from . import _C
 
 EXACT_MAX_N: int = _C.tsp_exact_max_n
 
-__all__ = ["EXACT_MAX_N", "cost", "lower_bound", "path_order", "solve"]
+__all__ = ["EXACT_MAX_N", "cost", "lower_bound", "max_entry", "path_order", "solve"]
 
 # Rows of the distance matrix computed per torch.cdist call in path_order.
 _CDIST_BLOCK_ROWS = 256
+
+
+def _check_int(name: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
 
 
 def _as_matrix(dist) -> np.ndarray:
@@ -77,11 +86,23 @@ def lower_bound(dist, *, path: bool = True) -> float:
     return _C.tsp_lower_bound(_as_matrix(dist), bool(path))
 
 
+def max_entry(n: int) -> float:
+    """The largest magnitude an entry off the diagonal of an n-city matrix may have (see the module doc)."""
+    n = _check_int("n", n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return _C.tsp_max_entry(n)
+
+
 def cost(dist, order, path: bool = True) -> float:
-    """Length of ``order`` under ``dist``, summed in float64 (closing edge included when ``path=False``)."""
+    """Length of ``order`` under ``dist``, summed in float64 (closing edge included when ``path=False``).
+    ``dist`` must pass the checks ``solve`` makes."""
     arr = _as_matrix(dist)
+    _C.tsp_validate(arr)
     n = arr.shape[0]
     idx = np.asarray(order.cpu() if isinstance(order, torch.Tensor) else order)
+    if idx.size == 0:  # np.asarray([]) is float64
+        idx = idx.astype(np.int64)
     if idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer) or not np.array_equal(np.sort(idx), np.arange(n)):
         raise ValueError(f"order must be a permutation of range({n}), got {idx!r}")
     if n < 2:
