@@ -437,6 +437,47 @@ def test_moves_and_kicks_with_cancelling_entries_terminate(tmp_path):
     assert "at most" in str(outs[-1])
 
 
+@pytest.mark.parametrize("entry", ["solve", "cost", "lower_bound"])
+def test_complex_tensors_rejected(entry):
+    # A complex tensor was cast to float64, its imaginary part silently dropped.
+    d = torch.from_numpy(_sym(np.random.default_rng(0), 5)).to(torch.complex128)
+    call = {"solve": lambda: tsp.solve(d), "cost": lambda: tsp.cost(d, np.arange(5)),
+            "lower_bound": lambda: tsp.lower_bound(d)}[entry]
+    with pytest.raises(ValueError, match="real numbers, got dtype torch.complex128"):
+        call()
+
+
+def test_time_limit_takes_real_numbers_only():
+    d = _sym(np.random.default_rng(1), 30)
+    for bad in ("1", True, np.bool_(True), 1j, [1.0]):
+        with pytest.raises(TypeError, match="time_limit must be None or a number of seconds"):
+            tsp.solve(d, time_limit=bad)
+    for bad in (-1, -1e-9, math.nan, -math.inf):
+        with pytest.raises(ValueError, match="time_limit must be None or a number >= 0"):
+            tsp.solve(d, time_limit=bad)
+    assert _is_perm(tsp.solve(d, time_limit=np.float32(0.1)), 30)
+    # Limits no run reaches (even beyond float range) leave the search as without one.
+    untimed = tsp.solve(d)
+    for good in (np.int64(5), 3, math.inf, 10**400):
+        assert np.array_equal(tsp.solve(d, time_limit=good), untimed)
+
+
+def test_flags_seed_and_size_types_checked():
+    d = _sym(np.random.default_rng(2), 6)
+    for path in ("yes", 1, None):
+        for call in (lambda: tsp.solve(d, path=path), lambda: tsp.lower_bound(d, path=path),
+                     lambda: tsp.cost(d, np.arange(6), path)):
+            with pytest.raises(TypeError, match="path must be a bool"):
+                call()
+    assert np.array_equal(tsp.solve(d, path=np.bool_(False)), tsp.solve(d, path=False))
+    for seed in (1.5, "3", True, None):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            tsp.solve(d, seed=seed)
+    for n, error in ((-1, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n must be"):
+            tsp.max_entry(n)
+
+
 def test_cost_checks_dist_as_solve_does():
     # cost() summed whatever it was given: NaN, one triangle of an asymmetric matrix, overflow.
     base = _sym(np.random.default_rng(3), 5)
@@ -450,3 +491,19 @@ def test_cost_checks_dist_as_solve_does():
     with pytest.raises(ValueError, match="symmetric"):
         tsp.cost(d, np.arange(5))
     assert tsp.cost(np.zeros((0, 0)), []) == 0.0
+
+
+def test_path_order_rejects_bad_features():
+    x = torch.randn(6, 3)
+    with pytest.raises(TypeError, match="features must be a 2-D tensor"):
+        tsp.path_order(x.numpy())
+    with pytest.raises(ValueError, match="real numbers, got dtype torch.complex64"):
+        tsp.path_order(x.to(torch.complex64))  # was cast, imaginary part dropped
+    with pytest.raises(ValueError, match="dense"):
+        tsp.path_order(x.to_sparse())
+    bad = x.clone()
+    bad[4, 1] = math.inf
+    with pytest.raises(ValueError, match=r"finite, got features\[4, 1\] = inf"):
+        tsp.path_order(bad)
+    with pytest.raises(ValueError, match="too far apart"):
+        tsp.path_order(x.double() * 1e306)  # finite features whose distances are not
