@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import _fuzz
 from neumeta_fast import tsp
 
 
@@ -507,3 +508,10 @@ def test_path_order_rejects_bad_features():
         tsp.path_order(bad)
     with pytest.raises(ValueError, match="too far apart"):
         tsp.path_order(x.double() * 1e306)  # finite features whose distances are not
+
+
+@pytest.mark.parametrize("name,examples", [("solve", 150), ("solve_restricted", 4), ("rejects", 150),
+                                           ("path_order", 100)])
+def test_fuzz(name, examples):
+    """tests/_fuzz.py's properties of the solver's entry points, on hypothesis examples."""
+    _fuzz.properties(examples)[name]()
