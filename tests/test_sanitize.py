@@ -4,7 +4,7 @@ tests/_fuzz.py (solve, lower_bound, cost, path_order, rejected inputs, fill_coor
 resmlp_forward[_separable], generate) runs on the sanitized build in a child process
 (tests/_sanitize.py). Any sanitizer report, failed property or hung example fails the test.
 
-The first run builds into build/sanitize (a few minutes on 2 cores); later runs recompile only
+The first run builds into build/sanitize (about a minute on 2 cores); later runs recompile only
 changed sources, and the default run (20 examples per property) takes seconds. A longer run, on
 demand, with a seed of your choice (the same seed replays the same examples):
 
