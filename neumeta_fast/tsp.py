@@ -11,12 +11,18 @@ lists under Held-Karp penalties, segment-local double-bridge kicks) that stops
 once kicks stop helping, or at ``time_limit``. ``lower_bound`` gives a
 Held-Karp bound no order is shorter than, a certificate for any order.
 
-Matrices must be symmetric within a relative tolerance of 1e-5 (asymmetric
-problems are not supported: a ValueError says which entry differs); only the
-upper triangle is read. The result is deterministic for a given ``seed``
-unless ``time_limit`` cuts the search short.
+Matrices must be real (float, integer or bool; not complex), finite, symmetric
+within a relative tolerance of 1e-5 (asymmetric problems are not supported: a
+ValueError says which entry differs), and no larger than ``max_entry(n)`` in
+magnitude off the diagonal (about 1.7e308 / (1024 (n + 1)^2), so that lengths
+and penalties stay finite in float64: rescale larger ones); only the upper
+triangle is read. The result is deterministic for a given ``seed`` unless
+``time_limit`` cuts the search short.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 import torch  # must precede the extension import: _C links against libc10
@@ -25,16 +31,51 @@ from . import _C
 
 EXACT_MAX_N: int = _C.tsp_exact_max_n
 
-__all__ = ["EXACT_MAX_N", "cost", "lower_bound", "path_order", "solve"]
+__all__ = ["EXACT_MAX_N", "cost", "lower_bound", "max_entry", "path_order", "solve"]
 
 # Rows of the distance matrix computed per torch.cdist call in path_order.
 _CDIST_BLOCK_ROWS = 256
+
+
+def _check_real_tensor(name: str, t: torch.Tensor) -> None:
+    if t.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense tensor, got layout {t.layout}")
+    if t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _check_int(name: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _time_limit_seconds(time_limit) -> float:
+    """The C++ solver's time limit: -1 for None (no limit), else seconds >= 0."""
+    if time_limit is None:
+        return -1.0
+    if isinstance(time_limit, (bool, np.bool_)) or not isinstance(time_limit, numbers.Real):
+        raise TypeError(f"time_limit must be None or a number of seconds, got {type(time_limit).__name__}")
+    try:
+        limit = float(time_limit)
+    except OverflowError:  # an int beyond float range: as good as no limit
+        limit = math.inf
+    if not limit >= 0:
+        raise ValueError(f"time_limit must be None or a number >= 0 (seconds), got {time_limit!r}")
+    return limit
 
 
 def _as_matrix(dist) -> np.ndarray:
     if isinstance(dist, torch.Tensor):
         if dist.device.type != "cpu":
             raise ValueError(f"dist must be a CPU tensor or numpy array, got a tensor on {dist.device}")
+        _check_real_tensor("dist", dist)
         if dist.dtype not in (torch.float32, torch.float64):
             dist = dist.double()
         dist = dist.detach().numpy()
@@ -52,18 +93,14 @@ def solve(dist, *, path: bool = True, time_limit: float | None = None, seed: int
     """Order of the n cities (int64 array) minimising the path (``path=True``,
     free ends) or closed tour (``path=False``) length under ``dist``.
 
-    ``time_limit`` (seconds) caps the search; ``None`` runs until converged.
+    ``time_limit`` (seconds, a real number: int, float or numpy scalar) caps the
+    search; ``None`` runs until converged.
     """
     arr = _as_matrix(dist)
-    if time_limit is None:
-        limit = -1.0
-    else:
-        limit = float(time_limit)
-        if not limit >= 0:
-            raise ValueError(f"time_limit must be None or a number >= 0 (seconds), got {time_limit!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {type(seed).__name__}")
-    return _C.tsp_solve(arr, bool(path), limit, int(seed) % 2**64)
+    path = _check_bool("path", path)
+    limit = _time_limit_seconds(time_limit)
+    seed = _check_int("seed", seed)
+    return _C.tsp_solve(arr, path, limit, seed % 2**64)
 
 
 def lower_bound(dist, *, path: bool = True) -> float:
@@ -74,14 +111,28 @@ def lower_bound(dist, *, path: bool = True) -> float:
     ``cost(dist, order) / lower_bound(dist) - 1`` bounds how far ``order`` is from optimal
     (when the bound is positive).
     """
-    return _C.tsp_lower_bound(_as_matrix(dist), bool(path))
+    arr = _as_matrix(dist)
+    return _C.tsp_lower_bound(arr, _check_bool("path", path))
+
+
+def max_entry(n: int) -> float:
+    """The largest magnitude an entry off the diagonal of an n-city matrix may have (see the module doc)."""
+    n = _check_int("n", n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return _C.tsp_max_entry(n)
 
 
 def cost(dist, order, path: bool = True) -> float:
-    """Length of ``order`` under ``dist``, summed in float64 (closing edge included when ``path=False``)."""
+    """Length of ``order`` under ``dist``, summed in float64 (closing edge included when ``path=False``).
+    ``dist`` must pass the checks ``solve`` makes."""
     arr = _as_matrix(dist)
+    _C.tsp_validate(arr)
+    path = _check_bool("path", path)
     n = arr.shape[0]
     idx = np.asarray(order.cpu() if isinstance(order, torch.Tensor) else order)
+    if idx.size == 0:  # np.asarray([]) is float64
+        idx = idx.astype(np.int64)
     if idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer) or not np.array_equal(np.sort(idx), np.arange(n)):
         raise ValueError(f"order must be a permutation of range({n}), got {idx!r}")
     if n < 2:
@@ -98,14 +149,24 @@ def path_order(features: torch.Tensor, *, time_limit: float | None = None, seed:
 
     Distances are computed in float64 on the tensor's device, a block of rows at
     a time (never an n x n x d intermediate). Returns a LongTensor on that device.
+    Features must be real and finite, and their distances within ``max_entry(n)``.
     """
-    if not isinstance(features, torch.Tensor) or features.ndim != 2:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(f"features must be a 2-D tensor [n, d], got {shape}")
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a 2-D tensor [n, d], got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"features must be a 2-D tensor [n, d], got shape {tuple(features.shape)}")
+    _check_real_tensor("features", features)
     x = features.detach().to(torch.float64)
+    if not torch.isfinite(x).all():
+        i, j = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"features must be finite, got features[{i}, {j}] = {x[i, j].item()}")
     n = x.shape[0]
     dist = torch.empty(n, n, dtype=torch.float64, device=x.device)
     for start in range(0, n, _CDIST_BLOCK_ROWS):
         dist[start : start + _CDIST_BLOCK_ROWS] = torch.cdist(x[start : start + _CDIST_BLOCK_ROWS], x, p=1)
+    largest, limit = (dist.max().item() if n else 0.0), max_entry(n)
+    if not largest <= limit:  # inf where the sums overflow
+        raise ValueError(f"features are too far apart: their L1 distances reach {largest:.9g}, more than the "
+                         f"{limit:.9g} that {n} cities allow (rescale them)")
     order = solve(dist.cpu().numpy(), path=True, time_limit=time_limit, seed=seed)
     return torch.from_numpy(order).to(features.device)

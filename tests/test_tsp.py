@@ -1,11 +1,15 @@
 """neumeta_fast.tsp: optimality on small instances, robustness, determinism, path_order."""
 import itertools
+import math
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
+import _fuzz
 from neumeta_fast import tsp
 
 
@@ -354,3 +358,160 @@ def test_path_order_matches_explicit_l1():
 def test_path_order_rejects_non_matrix():
     with pytest.raises(ValueError, match="2-D"):
         tsp.path_order(torch.zeros(3))
+
+
+# -- robustness: inputs found by fuzzing ----------------------------------------------------------
+def _from_palette(values, n, seed):
+    """Symmetric n x n matrix whose upper-triangle entries are drawn from `values`."""
+    a = np.asarray(values, np.float64)[np.random.default_rng(seed).integers(0, len(values), (n, n))]
+    a = np.triu(a, 1)
+    return a + a.T
+
+
+def _solve_in_child(tmp_path, cases, timeout=60):
+    """tsp.solve on each (matrix, path, time_limit) in a child process, so that a hang fails the
+    test after `timeout` seconds instead of stalling the suite. Returns each order, or the
+    message of the ValueError it raised."""
+    for k, (d, _, _) in enumerate(cases):
+        np.save(tmp_path / f"{k}.npy", d)
+    code = """if True:
+        import sys, numpy as np
+        from neumeta_fast import tsp
+        for k, (path, limit) in enumerate(eval(sys.argv[2])):
+            try:
+                out = tsp.solve(np.load(f"{sys.argv[1]}/{k}.npy"), path=path, time_limit=limit)
+            except ValueError as e:
+                out = np.array(str(e))
+            np.save(f"{sys.argv[1]}/{k}.out.npy", out)
+    """
+    args = repr([(path, limit) for _, path, limit in cases])
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), args], timeout=timeout, check=True)
+    return [np.load(tmp_path / f"{k}.out.npy") for k in range(len(cases))]
+
+
+@pytest.mark.parametrize("path", [True, False])
+@pytest.mark.parametrize("n", range(2, 9))
+def test_entries_whose_sums_overflow_are_rejected(n, path):
+    # Every sum of entries was inf: the exact solver found no order and solve() read past an empty
+    # one (SIGSEGV for paths of 3-6 and tours of 4-7 cities).
+    d = np.full((n, n), 1e308)
+    np.fill_diagonal(d, 0)
+    pattern = rf"at most .* in magnitude for {n} cities.*got dist\[0, 1\] = 1e\+308"
+    for call in (lambda: tsp.solve(d, path=path), lambda: tsp.lower_bound(d, path=path),
+                 lambda: tsp.cost(d, np.arange(n), path)):
+        with pytest.raises(ValueError, match=pattern):
+            call()
+
+
+@pytest.mark.parametrize("n", [3, 8, 17, 40])
+def test_entries_at_the_limit_are_solved(n):
+    top = tsp.max_entry(n)
+    assert top == pytest.approx(np.finfo(np.float64).max / (1024 * (n + 1) ** 2))
+    for path in (True, False):
+        for seed in range(3):
+            d = _from_palette([top, -top, top / 3, 1.0, 0.0], n, seed)
+            order = tsp.solve(d, path=path)
+            assert _is_perm(order, n)
+            length, bound = tsp.cost(d, order, path), tsp.lower_bound(d, path=path)
+            assert math.isfinite(length) and math.isfinite(bound)
+            assert bound <= length + 1e-9 * n * n * top
+
+
+def test_moves_and_kicks_with_cancelling_entries_terminate(tmp_path):
+    # Found by fuzzing, each hung solve() before (time_limit did not stop the first two):
+    # - 17 and 19 cities: a move whose computed gain rounded to 0 was applied, then taken for
+    #   "nothing applied", and the search went on from stale state (allocating without bound);
+    # - 40 cities, entries 1e16 and -1: kick deltas that only rounded below zero passed for
+    #   progress forever (the tour length is far below the entries);
+    # - 19 cities near 1.7e308: now rejected (lengths overflow).
+    small = [0, 5e-324, 2, -2, 1, 1e6, -1e6]
+    huge = _from_palette([1.7e308, -1.7e308, 1.6e308, 0.0], 19, 0)
+    cases = [(_from_palette(small, 17, 17), True, None), (_from_palette(small, 17, 17), True, 0.5),
+             (_from_palette(small, 19, 0), False, None), (_from_palette([1e16, -1, 0], 40, 0), False, None),
+             (_from_palette([1e16, -1, 0], 40, 0), True, None), (huge, True, None)]
+    outs = _solve_in_child(tmp_path, cases)
+    for (d, path, _), order in zip(cases[:-1], outs):
+        assert _is_perm(order, len(d))
+        assert tsp.cost(d, order, path) >= tsp.lower_bound(d, path=path) - 1e-9 * np.abs(d).max()
+    # The 40 cities have enough -1 entries for a tour of them alone, and the solver finds it.
+    assert [tsp.cost(d, order, path) for (d, path, _), order in zip(cases[3:5], outs[3:5])] == [-40, -39]
+    assert "at most" in str(outs[-1])
+
+
+@pytest.mark.parametrize("entry", ["solve", "cost", "lower_bound"])
+def test_complex_tensors_rejected(entry):
+    # A complex tensor was cast to float64, its imaginary part silently dropped.
+    d = torch.from_numpy(_sym(np.random.default_rng(0), 5)).to(torch.complex128)
+    call = {"solve": lambda: tsp.solve(d), "cost": lambda: tsp.cost(d, np.arange(5)),
+            "lower_bound": lambda: tsp.lower_bound(d)}[entry]
+    with pytest.raises(ValueError, match="real numbers, got dtype torch.complex128"):
+        call()
+
+
+def test_time_limit_takes_real_numbers_only():
+    d = _sym(np.random.default_rng(1), 30)
+    for bad in ("1", True, np.bool_(True), 1j, [1.0]):
+        with pytest.raises(TypeError, match="time_limit must be None or a number of seconds"):
+            tsp.solve(d, time_limit=bad)
+    for bad in (-1, -1e-9, math.nan, -math.inf):
+        with pytest.raises(ValueError, match="time_limit must be None or a number >= 0"):
+            tsp.solve(d, time_limit=bad)
+    assert _is_perm(tsp.solve(d, time_limit=np.float32(0.1)), 30)
+    # Limits no run reaches (even beyond float range) leave the search as without one.
+    untimed = tsp.solve(d)
+    for good in (np.int64(5), 3, math.inf, 10**400):
+        assert np.array_equal(tsp.solve(d, time_limit=good), untimed)
+
+
+def test_flags_seed_and_size_types_checked():
+    d = _sym(np.random.default_rng(2), 6)
+    for path in ("yes", 1, None):
+        for call in (lambda: tsp.solve(d, path=path), lambda: tsp.lower_bound(d, path=path),
+                     lambda: tsp.cost(d, np.arange(6), path)):
+            with pytest.raises(TypeError, match="path must be a bool"):
+                call()
+    assert np.array_equal(tsp.solve(d, path=np.bool_(False)), tsp.solve(d, path=False))
+    for seed in (1.5, "3", True, None):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            tsp.solve(d, seed=seed)
+    for n, error in ((-1, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n must be"):
+            tsp.max_entry(n)
+
+
+def test_cost_checks_dist_as_solve_does():
+    # cost() summed whatever it was given: NaN, one triangle of an asymmetric matrix, overflow.
+    base = _sym(np.random.default_rng(3), 5)
+    for value, pattern in ((np.nan, "finite"), (1e308, "at most")):
+        d = base.copy()
+        d[1, 2] = d[2, 1] = value
+        with pytest.raises(ValueError, match=pattern):
+            tsp.cost(d, np.arange(5))
+    d = base.copy()
+    d[1, 2] += 1
+    with pytest.raises(ValueError, match="symmetric"):
+        tsp.cost(d, np.arange(5))
+    assert tsp.cost(np.zeros((0, 0)), []) == 0.0
+
+
+def test_path_order_rejects_bad_features():
+    x = torch.randn(6, 3)
+    with pytest.raises(TypeError, match="features must be a 2-D tensor"):
+        tsp.path_order(x.numpy())
+    with pytest.raises(ValueError, match="real numbers, got dtype torch.complex64"):
+        tsp.path_order(x.to(torch.complex64))  # was cast, imaginary part dropped
+    with pytest.raises(ValueError, match="dense"):
+        tsp.path_order(x.to_sparse())
+    bad = x.clone()
+    bad[4, 1] = math.inf
+    with pytest.raises(ValueError, match=r"finite, got features\[4, 1\] = inf"):
+        tsp.path_order(bad)
+    with pytest.raises(ValueError, match="too far apart"):
+        tsp.path_order(x.double() * 1e306)  # finite features whose distances are not
+
+
+@pytest.mark.parametrize("name,examples", [("solve", 150), ("solve_restricted", 4), ("rejects", 150),
+                                           ("path_order", 100)])
+def test_fuzz(name, examples):
+    """tests/_fuzz.py's properties of the solver's entry points, on hypothesis examples."""
+    _fuzz.properties(examples)[name]()

@@ -46,6 +46,10 @@ double tsp_lower_bound(const py::array& dist, bool path) {
   return with_matrix(dist, [&](const auto* data, int64_t n) { return neumeta::tsp::lower_bound(data, n, path); });
 }
 
+double tsp_validate(const py::array& dist) {
+  return with_matrix(dist, [&](const auto* data, int64_t n) { return neumeta::tsp::validate(data, n); });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -57,6 +61,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "time_limit < 0: run until converged. Releases the GIL.");
   m.def("tsp_lower_bound", &tsp_lower_bound, py::arg("dist"), py::arg("path"),
         "Lower bound on the shortest path / tour (see neumeta_fast.tsp.lower_bound). Releases the GIL.");
+  m.def("tsp_validate", &tsp_validate, py::arg("dist"),
+        "Checks dist as tsp_solve does (finite, symmetric, entries within tsp_max_entry); returns the largest "
+        "|entry| off the diagonal. Releases the GIL.");
+  m.def("tsp_max_entry", &neumeta::tsp::max_entry, py::arg("n"),
+        "The largest |entry| off the diagonal tsp_solve accepts for n cities.");
   m.def("fill_coordinates", &neumeta::coordinates::fill, py::arg("out"), py::arg("index"), py::arg("num_tensors"),
         py::arg("a_size"), py::arg("b_size"), py::arg("cols"),
         "Write one tensor's SPEC 2 coordinate rows into out [a_size * b_size, 6] (float32, CPU).",

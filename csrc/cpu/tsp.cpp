@@ -16,11 +16,19 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// A move must shorten the tour by more than this fraction of the edge lengths
-// it touches: far above rounding noise, so float error can never make the
-// search cycle, even on huge or tiny magnitudes.
+// A move must shorten the tour by more than this fraction of the summed
+// |lengths| of the edges it touches: far above the rounding error of its gain
+// (a few ulps of that sum, however the signs cancel), so every accepted move
+// really shortens the tour and the search cannot cycle.
 constexpr double kRelGain = 1e-12;
 constexpr double kSymRtol = 1e-5;    // relative asymmetry still accepted
+// The largest sums the solver forms hold about (n + 1)^2 entries' worth (a
+// spanning tree under Held-Karp penalties, which grow to about n entries each);
+// max_entry(n) leaves this factor of headroom on top.
+constexpr double kEntryHeadroom = 1024;
+// Time limits are capped at this many seconds (about 30 years): longer ones
+// would overflow the clock's 64-bit nanosecond count.
+constexpr double kMaxSeconds = 1e9;
 constexpr int kCandidates = 6;       // candidates searched per city (the dummy included)
 constexpr int kKickSegment = 100;    // longest segment a double bridge moves,
 constexpr int kKickFraction = 8;     // and at most this fraction of the tour
@@ -63,10 +71,16 @@ constexpr int64_t kStallPerCity = 1;
 constexpr int64_t kStallPerCityRestricted = 3;
 constexpr double kConvergedRtol = 1e-6;
 constexpr int64_t kMinStall = 30;
+// ... relative to the tour length, but at least to this fraction of the
+// largest entry. A kick's delta is summed from edges up to that entry, so it
+// is off by a few of its ulps; where signs cancel, tours are far shorter than
+// the entries, and kicks that only round below zero would pass for progress
+// forever. (A metric path is at least as long as the largest entry.)
+constexpr double kConvergedFloor = 1e-3;
 
-bool improves(double removed, double added) {
-  return removed - added > kRelGain * (std::abs(removed) + std::abs(added));
-}
+// Whether a move's computed gain is a real one (see kRelGain); `touched` is
+// the sum of |length| of the edges it removes and adds. False for a NaN gain.
+bool improves(double gain, double touched) { return gain > kRelGain * touched; }
 
 // splitmix64: tiny, fast, and the same sequence on every platform.
 struct Rng {
@@ -288,12 +302,14 @@ class HeldKarp {
 template <typename T>
 class Search {
  public:
-  // With `timed`, the search stops at `deadline` and the subgradient ascent
-  // at `ascent_deadline`.
-  Search(const Matrix<T>& d, uint64_t seed, bool timed, Clock::time_point deadline, Clock::time_point ascent_deadline)
+  // `scale`: the largest |entry| of d. With `timed`, the search stops at
+  // `deadline` and the subgradient ascent at `ascent_deadline`.
+  Search(const Matrix<T>& d, double scale, uint64_t seed, bool timed, Clock::time_point deadline,
+         Clock::time_point ascent_deadline)
       : d_(d),
         m_(d.m),
         k_(std::min(kCandidates, d.m - 1)),
+        scale_(scale),
         rng_{seed},
         deadline_(deadline),
         ascent_deadline_(ascent_deadline),
@@ -328,7 +344,7 @@ class Search {
       if (delta <= 0) {  // equal cost is kept too: it lets the search drift on plateaus
         cost += delta;
         if (restrict_) rebase();
-        if (cost < mark - kConvergedRtol * std::abs(mark)) {
+        if (cost < mark - kConvergedRtol * std::max(std::abs(mark), kConvergedFloor * scale_)) {
           mark = cost;
           stall = 0;
         } else {
@@ -571,13 +587,13 @@ class Search {
   }
 
   // Extends the move t_[0..2L-1] (removed length R, added length A, closing
-  // edge not counted) by one exchange: an added edge from t_[2L-1] to one of
-  // its first kBreadth[L] candidates t3 (alpha order) that keep the gain
-  // positive, and a removed tour edge (t3, t4) on either side. Applies the
-  // first extension that closes into a shorter tour and returns its gain;
-  // else goes deeper, up to max_k_ exchanges, and returns 0 when nothing
-  // closes shorter.
-  double extend(int L, double R, double A) {
+  // edge not counted; `touched`: the sum of their |lengths|) by one exchange:
+  // an added edge from t_[2L-1] to one of its first kBreadth[L] candidates t3
+  // (alpha order) that keep the gain positive, and a removed tour edge
+  // (t3, t4) on either side. Applies the first extension that closes into a
+  // shorter tour and returns its gain (> 0); else goes deeper, up to max_k_
+  // exchanges, and returns 0 when nothing closes shorter.
+  double extend(int L, double R, double A, double touched) {
     const int t2 = t_[2 * L - 1];
     const int* cand = &cand_[size_t(t2) * k_];
     const double* cand_d = &cand_d_[size_t(t2) * k_];
@@ -592,14 +608,19 @@ class Search {
         if (t4 == t_[0] || is_removed(t3, t4, L)) continue;
         t_[2 * L] = t3;
         t_[2 * L + 1] = t4;
-        const double r = R + edge(t3, fwd), a = A + d23, close = d_(t4, t_[0]);
-        if (improves(r, a + close) && feasible(L + 1)) {
+        const double r34 = edge(t3, fwd), close = d_(t4, t_[0]);
+        const double r = R + r34, a = A + d23, t = touched + std::abs(r34) + std::abs(d23);
+        // The gain tested is the gain returned: the caller takes a positive
+        // one as "applied", so a move applied with a zero or NaN gain would
+        // leave it searching from stale state.
+        const double gain = r - a - close;
+        if (improves(gain, t + std::abs(close)) && feasible(L + 1)) {
           apply(L + 1);
           for (int j = 0; j < 2 * L + 2; ++j) push(t_[j]);
-          return r - a - close;
+          return gain;
         }
         if (L + 1 < max_k_) {
-          const double g = extend(L + 1, r, a);
+          const double g = extend(L + 1, r, a, t);
           if (g > 0) return g;
         }
       }
@@ -616,7 +637,8 @@ class Search {
       // LKH's restricted search: the local optimum before the kick has no
       // improving move, so one worth trying now removes an edge it lacked.
       if (restrict_ && kicking_ && in_base(t1, t_[1])) continue;
-      const double g = extend(1, edge(t1, fwd), 0);
+      const double e = edge(t1, fwd);
+      const double g = extend(1, e, 0, std::abs(e));
       if (g > 0) return g;
     }
     return 0;
@@ -665,6 +687,7 @@ class Search {
 
   const Matrix<T>& d_;
   const int m_, k_;
+  const double scale_;  // largest |entry|
   Rng rng_;
   const Clock::time_point deadline_, ascent_deadline_;
   const bool timed_;
@@ -766,8 +789,12 @@ std::string fmt(double v) {
 
 }  // namespace
 
+double max_entry(int64_t n) {
+  return std::numeric_limits<double>::max() / (kEntryHeadroom * double(n + 1) * double(n + 1));
+}
+
 template <typename T>
-void validate(const T* w, int64_t n) {
+double validate(const T* w, int64_t n) {
   // One branch-free pass over pairs (tiled so the transposed reads stay in
   // cache); only when it finds a problem do the slow loops name the entry.
   constexpr int64_t kTile = 32;
@@ -789,6 +816,13 @@ void validate(const T* w, int64_t n) {
       if (!std::isfinite(double(w[i])))
         throw std::invalid_argument("dist must be finite, got dist[" + std::to_string(i / n) + ", " +
                                     std::to_string(i % n) + "] = " + fmt(double(w[i])));
+  const double limit = max_entry(n);
+  if (scale > limit)
+    for (int64_t i = 0; i < n * n; ++i)
+      if (i / n != i % n && std::abs(double(w[i])) > limit)
+        throw std::invalid_argument("dist entries must be at most " + fmt(limit) + " in magnitude for " +
+                                    std::to_string(n) + " cities (path lengths must stay finite in float64), got dist[" +
+                                    std::to_string(i / n) + ", " + std::to_string(i % n) + "] = " + fmt(double(w[i])));
   const double atol = kRelGain * scale;
   if (worst > atol)
     for (int64_t i = 0; i < n; ++i)
@@ -799,13 +833,14 @@ void validate(const T* w, int64_t n) {
                                       std::to_string(i) + ", " + std::to_string(j) + "] = " + fmt(a) + " but dist[" +
                                       std::to_string(j) + ", " + std::to_string(i) + "] = " + fmt(b));
       }
+  return scale;
 }
 
 template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const auto start = Clock::now();
   if (n64 > std::numeric_limits<int>::max() / 2) throw std::invalid_argument("too many cities: " + std::to_string(n64));
-  validate(dist, n64);
+  const double scale = validate(dist, n64);
   const int n = int(n64);
   std::vector<int64_t> result(n);
   for (int i = 0; i < n; ++i) result[i] = i;
@@ -815,13 +850,14 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
   const Matrix<T> real{dist, n, n};
   const bool timed = opt.time_limit >= 0;
   auto after = [&](double seconds) {
-    return start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    const std::chrono::duration<double> capped(std::min(seconds, kMaxSeconds));
+    return start + std::chrono::duration_cast<Clock::duration>(capped);
   };
   const auto deadline = after(timed ? opt.time_limit : 0);
 
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
-    Search<T> search(d, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
+    Search<T> search(d, scale, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
     // The exact search follows for small n: the first local optimum (no
     // kicks) is its pruning bound, usually the optimum already.
     const std::vector<int> tour = search.run(n > kExactMaxN);
@@ -847,6 +883,8 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
     if (!complete && (order.empty() || !(timed && Clock::now() >= deadline))) exact = held_karp(real, opt.path, ub);
     if (!exact.empty()) order = std::move(exact);
   }
+  // Validated input always has an order; should a bug leave none, fail rather than read past it.
+  if (order.size() != size_t(n)) throw std::runtime_error("tsp: no order found for " + std::to_string(n) + " cities");
   for (int i = 0; i < n; ++i) result[i] = order[i];
   return result;
 }
@@ -866,8 +904,8 @@ double lower_bound(const T* dist, int64_t n64, bool path) {
   return HeldKarp<T>(d).ascend_full();
 }
 
-template void validate<float>(const float*, int64_t);
-template void validate<double>(const double*, int64_t);
+template double validate<float>(const float*, int64_t);
+template double validate<double>(const double*, int64_t);
 template std::vector<int64_t> solve<float>(const float*, int64_t, const Options&);
 template std::vector<int64_t> solve<double>(const double*, int64_t, const Options&);
 template double lower_bound<float>(const float*, int64_t, bool);

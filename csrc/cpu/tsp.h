@@ -24,11 +24,17 @@ struct Options {
   uint64_t seed = 0;
 };
 
-// Checks that the row-major n x n matrix is finite and symmetric within a
-// relative tolerance; throws std::invalid_argument naming the first offending
-// entry. Only the upper triangle is used afterwards.
+// The largest |entry| off the diagonal that n cities allow: path lengths,
+// Held-Karp penalties and their spanning trees (sums of up to about n^2
+// entries) then stay finite in float64.
+double max_entry(int64_t n);
+
+// Checks that the row-major n x n matrix is finite, symmetric within a
+// relative tolerance and no larger than max_entry(n) off the diagonal; throws
+// std::invalid_argument naming the first offending entry. Only the upper
+// triangle is used afterwards. Returns the largest |entry| off the diagonal.
 template <typename T>
-void validate(const T* dist, int64_t n);
+double validate(const T* dist, int64_t n);
 
 // A visiting order of 0..n-1. Validates `dist` first (as above); the time
 // limit counts from the call, validation included. Deterministic for a given
