@@ -18,6 +18,12 @@ NORM = 48.0  # not a power of two: normalisation order matters
 SHAPES = [("conv", (5, 7, 3, 3)), ("bias", (5,)), ("fc", (4, 5)), ("proj", (6, 5, 1, 1)), ("odd", (3, 1))]
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Fixed draws in every test: what an earlier test left in the global RNG does not decide a pass."""
+    torch.manual_seed(0)
+
+
 def _stacked_tail(num_mlps, blocks, hidden, out_dim, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     shapes = [(num_mlps, blocks, hidden, hidden), (num_mlps, blocks, hidden), (num_mlps, blocks),
@@ -66,25 +72,30 @@ GROUPS = [  # (offsets, mlps): empty groups, an MLP used twice, MLPs never used,
 def test_cpp_op_equals_eager_autograd_and_its_torch_twin(offsets, mlps, blocks):
     hidden, out_dim = 24, 9
     weights = _stacked_tail(5, blocks, hidden, out_dim, seed=blocks)
-    z0 = torch.randn(offsets[-1], hidden)
-    probe = torch.randn(offsets[-1], out_dim)
+    draws = torch.Generator().manual_seed(len(offsets) + blocks)  # fixed: a pre-activation within rounding
+    z0 = torch.randn(offsets[-1], hidden, generator=draws)      # of 0 flips a ReLU between float32 orders
+    probe = torch.randn(offsets[-1], out_dim, generator=draws)
     want, want_grads = _grads(lambda z, *w: _eager_tail(z, offsets, mlps, *w), [z0, *weights], probe)
     got, got_grads = _grads(lambda z, *w: torch_train.resmlp_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
     assert _rel(got, want) < 1e-6
-    for g, w in zip(got_grads, want_grads):
+    for i, (g, w) in enumerate(zip(got_grads, want_grads)):
         if w is None:  # no blocks: eager never reads wr, br, sc; the op returns their (empty) gradients
             assert g.numel() == 0
-        else:
-            assert _rel(g, w) < 2e-5
+        else:  # a residual scalar's gradient (input 3) sums every hidden unit and may cancel far below them
+            assert _rel(g, w) < (1e-4 if i == 3 else 2e-5)
     twin = torch_train._forward_torch(z0, offsets, mlps, *weights)
     cpp = _C.resmlp_train_forward(z0, offsets, mlps, *weights)
     for a, b in zip(cpp, twin):
         assert _rel(a, b) < 1e-6
-    gout = torch.randn_like(cpp[0])
+    gout = torch.randn(cpp[0].shape, generator=draws)
     wr, _, sc, wo, _ = weights
-    for a, b in zip(_C.resmlp_train_backward(gout, cpp[1], cpp[2], offsets, mlps, wr, sc, wo),
-                    torch_train._backward_torch(gout, cpp[1], cpp[2], offsets, mlps, wr, sc, wo)):
-        assert _rel(a, b) < 2e-6
+    # Against the twin in float64, with a bound from the same sums over absolute values: a residual
+    # scalar's gradient sums every hidden unit and can cancel to far below its terms.
+    args = (gout, cpp[1], cpp[2], offsets, mlps, wr, sc, wo)
+    exact = torch_train._backward_torch(*(x.double() if torch.is_tensor(x) else x for x in args))
+    bound = torch_train._backward_torch(*(x.double().abs() if torch.is_tensor(x) else x for x in args))
+    for a, b, scale in zip(_C.resmlp_train_backward(*args), exact, bound):
+        assert ((a.double() - b).abs() <= 1e-5 * scale + 1e-12).all()
 
 
 def test_backward_passes_gradcheck_in_float64():
