@@ -3,6 +3,9 @@
 //   neumeta_fast::philox_noise  the forward's noise stream, materialised for the backward's recompute
 //   neumeta_fast::kernel_config tile rows and weight column multiple of a compute type
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <optional>
 #include <vector>
 
@@ -18,24 +21,48 @@ namespace {
 
 using neumeta::ComputeType;
 
+// Error messages are built from std::string and std::to_string, never through an ostream: on the
+// H200 image a message with a number in it (TORCH_CHECK formats through std::ostringstream) crashed
+// this extension with SIGSEGV in basic_ostream::_M_insert<long> instead of raising the error.
+std::string piece(const char* s) { return s; }
+std::string piece(const std::string& s) { return s; }
+std::string piece(at::ScalarType t) { return c10::toString(t); }
+std::string piece(const c10::Device& d) { return d.str(); }
+std::string piece(at::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
+std::string piece(T v) { return std::to_string(v); }
+
+template <typename... Args>
+std::string message(const Args&... args) { return (std::string() + ... + piece(args)); }
+
+// TORCH_CHECK without the ostream: a RuntimeError in Python with the message built only on failure.
+#define NM_CHECK(cond, ...)                                       \
+  do {                                                            \
+    if (!(cond)) throw std::runtime_error(message(__VA_ARGS__)); \
+  } while (0)
+
 ComputeType compute_type(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return ComputeType::kFloat32;
     case at::kBFloat16: return ComputeType::kBFloat16;
     case at::kHalf: return ComputeType::kFloat16;
-    default: TORCH_CHECK(false, "inr_forward: weights must be float32, bfloat16 or float16, got ", t);
+    default: throw std::runtime_error(message("inr_forward: weights must be float32, bfloat16 or float16, got ", t));
   }
 }
 
 void check_input(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t dim, const at::Tensor& like) {
-  TORCH_CHECK(t.scalar_type() == dtype, "inr_forward: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == dim, "inr_forward: ", name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK(t.device() == like.device(), "inr_forward: ", name, " is on ", t.device(), ", expected ", like.device());
-  TORCH_CHECK(t.is_contiguous(), "inr_forward: ", name, " must be contiguous");
+  NM_CHECK(t.scalar_type() == dtype, "inr_forward: ", name, " must be ", dtype, ", got ", t.scalar_type());
+  NM_CHECK(t.dim() == dim, "inr_forward: ", name, " must be ", dim, "-D, got shape ", t.sizes());
+  NM_CHECK(t.device() == like.device(), "inr_forward: ", name, " is on ", t.device(), ", expected ", like.device());
+  NM_CHECK(t.is_contiguous(), "inr_forward: ", name, " must be contiguous");
 }
 
 void check_cuda(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, what, " failed: ", cudaGetErrorString(err));
+  NM_CHECK(err == cudaSuccess, what, " failed: ", cudaGetErrorString(err));
 }
 
 at::Tensor inr_forward_cuda(const at::Tensor& w0t, const at::Tensor& b0, const at::Tensor& wbt, const at::Tensor& bb,
@@ -53,12 +80,12 @@ at::Tensor inr_forward_cuda(const at::Tensor& w0t, const at::Tensor& b0, const a
   check_input(wo, "wo", dt, 3, w0t);
   check_input(bo, "bo", dt, 2, w0t);
   check_input(segments, "segments", at::kLong, 2, w0t);
-  TORCH_CHECK(w0t.is_cuda(), "inr_forward: tensors must be on a CUDA device, got ", w0t.device());
-  TORCH_CHECK(segments.size(1) == 8 && segments.size(0) > 0, "inr_forward: segments must be [n > 0, 8], got ",
+  NM_CHECK(w0t.is_cuda(), "inr_forward: tensors must be on a CUDA device, got ", w0t.device());
+  NM_CHECK(segments.size(1) == 8 && segments.size(0) > 0, "inr_forward: segments must be [n > 0, 8], got ",
               segments.sizes());
-  TORCH_CHECK(noise_mode == neumeta::kNoiseReference || noise_mode == neumeta::kNoiseChannels,
+  NM_CHECK(noise_mode == neumeta::kNoiseReference || noise_mode == neumeta::kNoiseChannels,
               "inr_forward: noise_mode must be 0 (reference) or 1 (channels), got ", noise_mode);
-  TORCH_CHECK(samples >= 1, "inr_forward: samples must be >= 1, got ", samples);
+  NM_CHECK(samples >= 1, "inr_forward: samples must be >= 1, got ", samples);
 
   neumeta::ForwardParams p{};
   p.num_tensors = static_cast<int>(w0t.size(0));
@@ -68,36 +95,36 @@ at::Tensor inr_forward_cuda(const at::Tensor& w0t, const at::Tensor& b0, const a
   p.out_dim = static_cast<int>(wo.size(1));
   p.hidden_pad = static_cast<int>(wo.size(2));
   const int64_t L = p.num_tensors;
-  TORCH_CHECK(p.in_pad % 16 == 0 && p.in_pad >= 6 + 12 * num_freqs,
+  NM_CHECK(p.in_pad % 16 == 0 && p.in_pad >= 6 + 12 * num_freqs,
               "inr_forward: w0t rows must cover 6 + 12 * num_freqs features in a multiple of 16, got ", p.in_pad);
-  TORCH_CHECK(p.hidden_pad % 32 == 0 && p.ldw >= p.hidden_pad && p.ldw % neumeta::weight_column_multiple(type) == 0,
+  NM_CHECK(p.hidden_pad % 32 == 0 && p.ldw >= p.hidden_pad && p.ldw % neumeta::weight_column_multiple(type) == 0,
               "inr_forward: hidden width ", p.hidden_pad, " must be a multiple of 32 and the weight pitch ", p.ldw,
               " a multiple of ", neumeta::weight_column_multiple(type));
-  TORCH_CHECK(b0.sizes() == at::IntArrayRef({L, p.ldw}), "inr_forward: b0 must be [", L, ", ", p.ldw, "]");
-  TORCH_CHECK(wbt.sizes() == at::IntArrayRef({L, p.blocks, p.hidden_pad, p.ldw}), "inr_forward: wbt has shape ",
+  NM_CHECK(b0.sizes() == at::IntArrayRef({L, p.ldw}), "inr_forward: b0 must be [", L, ", ", p.ldw, "]");
+  NM_CHECK(wbt.sizes() == at::IntArrayRef({L, p.blocks, p.hidden_pad, p.ldw}), "inr_forward: wbt has shape ",
               wbt.sizes());
-  TORCH_CHECK(bb.sizes() == at::IntArrayRef({L, p.blocks, p.ldw}), "inr_forward: bb has shape ", bb.sizes());
-  TORCH_CHECK(scalars.sizes() == at::IntArrayRef({L, p.blocks}), "inr_forward: scalars has shape ", scalars.sizes());
-  TORCH_CHECK(bo.sizes() == at::IntArrayRef({L, p.out_dim}), "inr_forward: bo has shape ", bo.sizes());
+  NM_CHECK(bb.sizes() == at::IntArrayRef({L, p.blocks, p.ldw}), "inr_forward: bb has shape ", bb.sizes());
+  NM_CHECK(scalars.sizes() == at::IntArrayRef({L, p.blocks}), "inr_forward: scalars has shape ", scalars.sizes());
+  NM_CHECK(bo.sizes() == at::IntArrayRef({L, p.out_dim}), "inr_forward: bo has shape ", bo.sizes());
   if (noise.has_value()) {
     check_input(*noise, "noise", at::kFloat, 3, w0t);
-    TORCH_CHECK(noise->sizes() == at::IntArrayRef({samples, num_rows, 6}), "inr_forward: noise must be [", samples,
+    NM_CHECK(noise->sizes() == at::IntArrayRef({samples, num_rows, 6}), "inr_forward: noise must be [", samples,
                 ", ", num_rows, ", 6], got ", noise->sizes());
   }
 
-  TORCH_CHECK(num_tiles >= 0 && num_tiles <= INT32_MAX, "inr_forward: num_tiles must lie in [0, 2^31), got ", num_tiles);
+  NM_CHECK(num_tiles >= 0 && num_tiles <= INT32_MAX, "inr_forward: num_tiles must lie in [0, 2^31), got ", num_tiles);
 
   c10::cuda::CUDAGuard guard(w0t.device());
   if (type != ComputeType::kFloat32) {
     int major = 0;
     check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, w0t.get_device()), "cudaDeviceGetAttribute");
-    TORCH_CHECK(major >= 8, "inr_forward: ", dt, " tensor-core compute needs compute capability >= 8.0; use float32");
+    NM_CHECK(major >= 8, "inr_forward: ", dt, " tensor-core compute needs compute capability >= 8.0; use float32");
   }
   int smem_limit = 0;
   check_cuda(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, w0t.get_device()),
              "cudaDeviceGetAttribute");
   const size_t smem = neumeta::forward_smem_bytes(p, type);
-  TORCH_CHECK(smem <= static_cast<size_t>(smem_limit), "inr_forward: hidden width ", p.hidden_pad, " with ", p.in_pad,
+  NM_CHECK(smem <= static_cast<size_t>(smem_limit), "inr_forward: hidden width ", p.hidden_pad, " with ", p.in_pad,
               " features needs ", smem, " bytes of shared memory per block, the device allows ", smem_limit,
               ": use the torch backend for this INR");
 
@@ -134,7 +161,7 @@ at::Tensor inr_forward_meta(const at::Tensor& w0t, const at::Tensor&, const at::
 }
 
 void philox_noise_cuda(const at::Tensor& out, int64_t seed, double noise_scale, int64_t noise_mode) {
-  TORCH_CHECK(out.is_cuda() && out.scalar_type() == at::kFloat && out.is_contiguous() && out.dim() == 3 &&
+  NM_CHECK(out.is_cuda() && out.scalar_type() == at::kFloat && out.is_contiguous() && out.dim() == 3 &&
                   out.size(2) == 6,
               "philox_noise: out must be a contiguous float32 CUDA tensor [samples, rows, 6], got ", out.scalar_type(),
               " ", out.sizes(), " on ", out.device());
@@ -148,7 +175,7 @@ void philox_noise_cuda(const at::Tensor& out, int64_t seed, double noise_scale, 
 void philox_noise_meta(const at::Tensor&, int64_t, double, int64_t) {}
 
 std::vector<int64_t> kernel_config(int64_t compute) {
-  TORCH_CHECK(compute >= 0 && compute <= 2, "kernel_config: compute must be 0 (float32), 1 (bfloat16) or 2 (float16)");
+  NM_CHECK(compute >= 0 && compute <= 2, "kernel_config: compute must be 0 (float32), 1 (bfloat16) or 2 (float16)");
   const auto type = static_cast<ComputeType>(compute);
   return {neumeta::tile_rows(type), neumeta::weight_column_multiple(type)};
 }
