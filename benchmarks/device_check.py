@@ -11,6 +11,7 @@ correctness check fails; the speed targets are reported, not enforced.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -23,10 +24,10 @@ from neumeta_fast.atomic import atomic_open
 from neumeta_fast.backends import torch_backend
 from neumeta_fast.backends import triton_backend as tb
 from neumeta_fast.backends.request import Request, philox_seed
-from neumeta_fast.encoding import frequencies
+from neumeta_fast.encoding import fourier_features, frequencies, norm_tensor, normalise
 from neumeta_fast.kernels import launch
 from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
-from neumeta_fast.reference import reference_generate
+from neumeta_fast.reference import reference_generate, reference_mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_generate import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
@@ -58,6 +59,25 @@ def grad_err(got: dict, want: dict) -> float:
         g, w = torch.stack([got[n] for n in scalars]), torch.stack([want[n] for n in scalars])
         tensors.append(((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item())
     return max(tensors)
+
+
+def exact_gradients(inr: INR, layout: Layout, norm: float, probe: dict) -> dict:
+    """The gradients generate() approximates, to float64 rounding: the method's float32 features, then
+    every MLP in float64. Two float32 orders of an 8-layer MLP differ by far more than rounding where a
+    pre-activation within rounding of 0 flips a ReLU, so fast paths are held to this, not to each other."""
+    exact = copy.deepcopy(inr).double()
+    coords = layout.coordinates(probe[layout.names[0]].device)
+    device = coords.device
+    pe = fourier_features(normalise(coords, norm_tensor(norm, device)),
+                          frequencies(inr.freq_low, inr.freq_high, device)).double()
+    loss = 0.0
+    for s in layout.segments:
+        rows = slice(s.row_offset, s.row_offset + s.rows)
+        y = reference_mlp(exact.model[s.index], pe[rows]) / coords[rows, 5:6].double()
+        cs = s.col_start(inr.output_dim)
+        loss = loss + (y[:, cs:cs + s.kernel_numel].reshape(s.shape) * probe[s.name].double()).sum()
+    loss.backward()
+    return {n: p.grad.float() for n, p in exact.named_parameters()}
 
 
 def rel_err(got: dict, want: dict) -> float:
@@ -146,10 +166,12 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
                     f"{err_torch_low:.1e}), tf32 {err_tf32:.1e} (of max abs) |")
     probe = {s.name: torch.randn(s.shape, device=device) for s in layout.segments}
     g_tri, g_ref = gradients(inr, layout, norm, "triton", probe), gradients(inr, layout, norm, "torch", probe)
-    check("gradients vs the torch backend (worst tensor; scalars together)",
-          grad_err(g_tri, g_ref), GRAD_TOL)
-    check("torch backend (training op) gradients vs eager autograd", grad_err(g_ref, gradients(
-        inr, layout, norm, "eager", probe)), GRAD_TOL)
+    g_exact = exact_gradients(inr, layout, norm, probe)
+    eager_err = grad_err(gradients(inr, layout, norm, "eager", probe), g_exact)
+    limit = max(2 * eager_err, GRAD_TOL)  # eager float32 autograd's own error, with room for another order
+    rows.append(f"| {name} | | eager float32 autograd's gradient error vs float64 | | {eager_err:.1e} of max abs |")
+    check("torch backend (training op) gradients vs float64", grad_err(g_ref, g_exact), limit)
+    check("triton gradients (shared backward) vs float64", grad_err(g_tri, g_exact), limit)
 
     # -- timings -------------------------------------------------------------------------------------
     with torch.no_grad():
@@ -167,9 +189,9 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
         g_tf32 = gradients(inr, layout, norm, "torch", probe)
         t_tf32_fb = bench(lambda: gradients(inr, layout, norm, "torch", probe))
         torch.backends.cuda.matmul.allow_tf32 = False
-        err = grad_err(g_tf32, g_ref)
-        rows.append(f"| {name} | | torch backend fwd+bwd, TF32 matmuls | {t_tf32_fb:.2f} | gradients' worst error "
-                    f"{err:.1e} of max abs |")
+        err = grad_err(g_tf32, g_exact)
+        rows.append(f"| {name} | | torch backend fwd+bwd, TF32 matmuls | {t_tf32_fb:.2f} | gradients' error vs "
+                    f"float64 {err:.1e} of max abs |")
     rate = lambda ms: flops / ms / 1e9  # noqa: E731  (TFLOP/s when ms are milliseconds)
     rows += [
         f"| {name} | {size} | torch backend fwd | {t_torch:.2f} | {rate(t_torch):.1f} TFLOP/s |",

@@ -35,6 +35,7 @@ from neumeta_fast.backends.request import philox_seed  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_generate import CASES, TINY, resnet18_convs_and_bns  # noqa: E402
+from device_check import exact_gradients, grad_err, gradients  # noqa: E402  (the same gradient checks)
 
 CASES = dict(CASES, p=dict(shapes=resnet18_convs_and_bns, inr=dict(hidden_dim=512, num_layers=8, num_freqs=32),
                            norm=64.0))
@@ -133,14 +134,11 @@ def check_case(name: str, c: dict, target: Target, skip_grad: bool) -> tuple[lis
                             backend=target.backend))
         check("K=3 Philox reference-mode noise vs torch given that noise", rel_err(got, want), FWD_TOL)
     if not skip_grad and layout.num_rows < 100_000:
-        grads = {}
-        probe = torch.randn(layout.numel, device=target.device)
-        for backend in ("torch", target.backend):
-            inr.zero_grad(set_to_none=True)
-            (flat(generate(inr, layout, norm=norm, backend=backend)) * probe).sum().backward()
-            grads[backend] = [p.grad.clone() for p in inr.parameters()]
-        check("gradients vs torch autograd, worst parameter",
-              max(rel_err(g, t) for g, t in zip(grads[target.backend], grads["torch"])), GRAD_TOL)
+        probe = {s.name: torch.randn(s.shape, device=target.device) for s in layout.segments}
+        exact = exact_gradients(inr, layout, norm, probe)
+        limit = max(2 * grad_err(gradients(inr, layout, norm, "eager", probe), exact), GRAD_TOL)
+        check("gradients vs float64 (limit: 2x eager float32 autograd's error)",
+              grad_err(gradients(inr, layout, norm, target.backend, probe), exact), limit)
 
     timings = []
     with torch.no_grad():
