@@ -5,8 +5,9 @@
     python benchmarks/bench_trainer.py --device cuda [--tf32]  on a GPU (both trainers on it; TF32 matmuls)
     python benchmarks/bench_trainer.py --dry-run             one noisy step of the demo's quick set-up at width 2
 
-Both trainers share the model, INR configuration, batch stream and seed; only weight generation
-differs (`Trainer._generate` swapped for `reference_generate` with the same coordinate noise). Default
+The trainers share the model, INR configuration, batch stream and seed; only weight generation
+differs: `generate` (the training op), the torch backend's per-segment eager autograd path (what
+`generate` ran before the training op), and `reference_generate` with the same coordinate noise. Default
 case: the demo (`DemoConfig()`, digits, exact coordinates). `--paper`: ResNet-20 with its last stage
 morphed at width 64, a synthetic batch of 64 3x32x32 images, INR 512/8/32, noise 1.0 in the
 reference mode, norm 64. Prints two markdown tables: median step times and their ratio, and the
@@ -25,6 +26,8 @@ import torch
 from neumeta_fast import data as D
 from neumeta_fast import demo, generate
 from neumeta_fast import noise as _noise
+from neumeta_fast.backends import torch_backend
+from neumeta_fast.backends.request import Request
 from neumeta_fast.models.family import named_family
 from neumeta_fast.reference import reference_generate
 from neumeta_fast.trainer import TrainConfig, Trainer
@@ -43,6 +46,15 @@ class ReferenceTrainer(Trainer):
         shapes = [(s.name, s.shape) for s in layout.segments]
         return reference_generate(inr, shapes, c.norm, noise=None if eps is None else [eps.to(self.device)],
                                   noise_mode=c.noise_mode)
+
+
+class EagerTrainer(Trainer):
+    """The trainer with the torch backend's per-segment eager autograd path (before the training op)."""
+
+    def _generate(self, inr, layout, noise, samples=1):
+        c = self.config
+        req = Request(c.norm, samples, noise, c.noise_mode, self.rng, None, torch.float32, self.device)
+        return layout.views(torch_backend.generate_eager(inr, layout, req, torch.is_grad_enabled()))
 
 
 def _sync(device: torch.device) -> None:
@@ -130,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                      noise_mode=args.noise_mode or config.noise_mode)
     base = family.build(full_width)
     rows, fast = [], None
-    for name, cls in (("fast (generate, backend auto)", Trainer), ("reference (reference_generate)", ReferenceTrainer)):
+    for name, cls in (("fast (generate, backend auto)", Trainer), ("eager autograd (torch backend)", EagerTrainer),
+                      ("reference (reference_generate)", ReferenceTrainer)):
         trainer = cls(family, base, data, config)
         trainer.widths = [width]  # time one width: the step's cost depends on it
         rows.append((name, median_ms(trainer.step, steps, trainer.device)))

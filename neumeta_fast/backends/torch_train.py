@@ -123,10 +123,13 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(h, t, wr, sc, wo)
     ctx.groups = (offsets, mlps)
     ctx.mark_non_differentiable(h, t)
+    ctx.set_materialize_grads(False)  # else autograd fills zero gradients the size of h and t every step
 
 
 def _backward(ctx, gout, _gh, _gt):
     h, t, wr, sc, wo = ctx.saved_tensors
+    if gout is None:  # out unused (grads are not materialised): nothing flows back
+        return (None,) * 8
     dz0, dwr, dbr, dsc, dwo, dbo = resmlp_train_backward(gout.contiguous(), h, t, *ctx.groups, wr, sc, wo)
     return dz0, None, None, dwr, dbr, dsc, dwo, dbo
 
