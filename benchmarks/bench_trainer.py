@@ -20,6 +20,7 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
+from unittest import mock
 
 import torch
 
@@ -27,7 +28,6 @@ from neumeta_fast import data as D
 from neumeta_fast import demo, generate
 from neumeta_fast import noise as _noise
 from neumeta_fast.backends import torch_backend
-from neumeta_fast.backends.request import Request
 from neumeta_fast.models.family import named_family
 from neumeta_fast.reference import reference_generate
 from neumeta_fast.trainer import TrainConfig, Trainer
@@ -49,12 +49,14 @@ class ReferenceTrainer(Trainer):
 
 
 class EagerTrainer(Trainer):
-    """The trainer with the torch backend's per-segment eager autograd path (before the training op)."""
+    """The trainer with the torch backend's per-segment eager autograd path (before the training op),
+    through the same generate() and its checks."""
 
-    def _generate(self, inr, layout, noise, samples=1):
-        c = self.config
-        req = Request(c.norm, samples, noise, c.noise_mode, self.rng, None, torch.float32, self.device)
-        return layout.views(torch_backend.generate_eager(inr, layout, req, torch.is_grad_enabled()))
+    def _generate(self, *args, **kwargs):
+        def eager(inr, layout, req):
+            return torch_backend.generate_eager(inr, layout, req, torch.is_grad_enabled())
+        with mock.patch.object(torch_backend, "generate_flat", eager):
+            return super()._generate(*args, **kwargs)
 
 
 def _sync(device: torch.device) -> None:

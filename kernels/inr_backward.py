@@ -13,7 +13,6 @@ import torch
 
 from neumeta_fast.backends import torch_train
 from neumeta_fast.encoding import fourier_features, norm_tensor, normalise
-from neumeta_fast.inr import group_by_mlp
 
 
 def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], segs: list[list[int]],
@@ -32,18 +31,8 @@ def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], seg
     g = grad_flat.float() / samples if samples > 1 else grad_flat.float()
     for k in range(samples):
         c = coords if noise is None else coords + noise[k]
-        src, order = plan.elem_src, None
-        if noise is not None and noise_mode == "reference":  # rows routed by int(noisy column 0)
-            order, counts = group_by_mlp(c[:, 0].to(torch.int64), w0.shape[0])
-            offsets = [0]
-            for n in counts:
-                offsets.append(offsets[-1] + n)
-            mlps = list(range(w0.shape[0]))
-            position = torch.empty_like(order)
-            position[order] = torch.arange(num_rows, device=order.device)
-            src = position.index_select(0, plan.elem_row) * out_dim + plan.elem_col
-        else:
-            offsets, mlps = plan.offsets, plan.mlps
+        routed = noise is not None and noise_mode == "reference"
+        order, offsets, mlps, src = torch_train.groups(plan, c, routed, w0.shape[0])
         pe = fourier_features(normalise(c if order is None else c[order], norm_t), freqs)
         z0 = torch.cat([torch.addmm(b0[m], pe[offsets[i]:offsets[i + 1]], w0[m].T) for i, m in enumerate(mlps)])
         _, h, t = torch_train.resmlp_train(z0, offsets, mlps, wr, br, sc, wo, bo)

@@ -19,10 +19,13 @@ constexpr int64_t kBlockRows = 64;
 
 int64_t num_blocks(int64_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
 
-// Calls fn(first_row, end_row, block) for the fixed row blocks of [0, rows), in parallel.
+// Calls fn(first_row, end_row, block) for the fixed row blocks of [0, rows) of `hidden` columns, in
+// parallel where a task gets at least at::internal::GRAIN_SIZE elements (smaller ones run inline: a
+// parallel region for a 16-row group costs more than its pass).
 template <typename Fn>
-void for_row_blocks(int64_t rows, const Fn& fn) {
-  at::parallel_for(0, num_blocks(rows), 1, [&](int64_t lo, int64_t hi) {
+void for_row_blocks(int64_t rows, int64_t hidden, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (kBlockRows * hidden));
+  at::parallel_for(0, num_blocks(rows), grain, [&](int64_t lo, int64_t hi) {
     for (int64_t blk = lo; blk < hi; ++blk) fn(blk * kBlockRows, std::min(rows, (blk + 1) * kBlockRows), blk);
   });
 }
@@ -57,7 +60,7 @@ int64_t largest_group(const std::vector<int64_t>& offsets) {
 // t = relu(t + b) in place (t holds h W^T), next = h + s * t. The row loops take __restrict__
 // pointers: the compiler then vectorises them (no branches on signs, which mispredict half the time).
 void block_forward(const float* h, float* t, float* next, const float* b, float s, int64_t rows, int64_t hidden) {
-  for_row_blocks(rows, [&](int64_t lo, int64_t hi, int64_t) {
+  for_row_blocks(rows, hidden, [&](int64_t lo, int64_t hi, int64_t) {
     for (int64_t i = lo; i < hi; ++i) {
       const float* __restrict__ hi_row = h + i * hidden;
       const float* __restrict__ bias = b;
@@ -76,7 +79,7 @@ void block_forward(const float* h, float* t, float* next, const float* b, float 
 // the column sums of dz (bias gradient) and of dh * t (scalar gradient), reduced by the caller.
 void block_backward(const float* dh, const float* t, float* dz, float s, int64_t rows, int64_t hidden,
                     float* db_part, float* ds_part) {
-  for_row_blocks(rows, [&](int64_t lo, int64_t hi, int64_t blk) {
+  for_row_blocks(rows, hidden, [&](int64_t lo, int64_t hi, int64_t blk) {
     float* __restrict__ db = db_part + blk * hidden;
     float* __restrict__ ds = ds_part + blk * hidden;
     std::fill(db, db + hidden, 0.f);
@@ -98,7 +101,7 @@ void block_backward(const float* dh, const float* t, float* dz, float s, int64_t
 
 // out = x where mask > 0 (else 0), or relu(x) when mask is x: n elements, in parallel.
 void masked_copy(const float* mask, const float* x, float* out, int64_t n) {
-  at::parallel_for(0, n, kBlockRows * 256, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
     const float* __restrict__ m = mask + lo;
     const float* __restrict__ v = x + lo;
     float* __restrict__ o = out + lo;

@@ -7,7 +7,8 @@ sort instead of masks.
 
 float32 inference on the CPU goes through the fused C++ ResMLP (csrc/cpu/resmlp.cpp,
 tests/test_resmlp_cpu.py), and with exact coordinates the first layer is split into
-u[a] + v[b] per tensor (`_separable_first_layer`). Autograd, bf16 and the GPU run eager.
+u[a] + v[b] per tensor (`_separable_first_layer`). float32 with autograd (training) goes through
+the training op (torch_train.py, csrc/cpu/resmlp_train.cpp); bf16 and GPU inference run eager here.
 """
 from __future__ import annotations
 
@@ -112,12 +113,6 @@ class _FlatSink:
         return torch.cat(self.pieces) if self.track_grad else self.buffer
 
 
-def _feature_dims(inr: INR, device: torch.device) -> torch.Tensor:
-    """The coordinate column (0..5) each Fourier feature column reads: x_j, then (sin, cos) per frequency and j."""
-    dims = torch.arange(6, device=device)
-    return torch.cat([dims, dims.repeat_interleave(2).repeat(inr.num_freqs)])
-
-
 def _separable_first_layer(p: _MLPWeights, seg: torch.Tensor, s: Segment, encoding, dims: torch.Tensor):
     """(u [A, hidden], v [B, hidden]) with W0 pe + b0 = u[a] + v[b] for exact coordinates of segment s.
 
@@ -138,7 +133,7 @@ def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track
     """Every row uses its own tensor's MLP (no noise, or channel-only noise)."""
     step = _chunk_rows(inr, req.device)
     separable = exact_coords and weights[0].tail is not None
-    dims = _feature_dims(inr, req.device) if separable else None
+    dims = torch_train.feature_dims(inr.num_freqs, req.device) if separable else None
     for s in layout.segments:
         cs = s.col_start(inr.output_dim)
         cols = slice(cs, cs + s.kernel_numel)

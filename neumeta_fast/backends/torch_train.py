@@ -228,6 +228,26 @@ def _separable_z0(plan: Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch.
     return u.reshape(-1, hidden).index_select(0, plan.a_index) + v.reshape(-1, hidden).index_select(0, plan.b_index)
 
 
+def groups(plan: Plan, c: torch.Tensor, routed: bool, num_mlps: int):
+    """(order, offsets, mlps, src) of coordinates c: rows grouped by the MLP that evaluates them.
+
+    routed (reference-mode noise): each row's MLP is int(noisy column 0); `order` sorts the table's rows
+    into groups (one stable sort) and `src` is the scatter's source index into the grouped outputs.
+    Otherwise each segment's rows are its own MLP's, in layout order (order None). Empty groups are left out.
+    """
+    if not routed:
+        return None, plan.offsets, plan.mlps, plan.elem_src
+    order, counts = group_by_mlp(c[:, 0].to(torch.int64), num_mlps)
+    offsets, mlps = [0], []
+    for m, n in enumerate(counts):
+        if n:
+            offsets.append(offsets[-1] + n)
+            mlps.append(m)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=order.device)  # grouped row of each table row
+    return order, offsets, mlps, position.index_select(0, plan.elem_row) * plan.output_dim + plan.elem_col
+
+
 def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, routed: bool, stack, encoding,
                 num_mlps: int, num_freqs: int) -> torch.Tensor:
     """One sample's flat weights: rows grouped by MLP -> z0 -> resmlp_train -> divided centre columns.
@@ -238,19 +258,7 @@ def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, ro
             MLPs that evaluate some row are asked for, so the others stay out of the autograd graph.
     """
     c = coords if noise is None else coords + noise
-    src, order = plan.elem_src, None
-    if routed:  # rows grouped by one stable sort
-        order, counts = group_by_mlp(c[:, 0].to(torch.int64), num_mlps)
-        offsets, global_mlps = [0], []
-        for m, n in enumerate(counts):
-            if n:
-                offsets.append(offsets[-1] + n)
-                global_mlps.append(m)
-        position = torch.empty_like(order)
-        position[order] = torch.arange(order.numel(), device=order.device)  # grouped row of each table row
-        src = position.index_select(0, plan.elem_row) * plan.output_dim + plan.elem_col
-    else:  # each segment's rows are its own MLP's, in layout order
-        offsets, global_mlps = plan.offsets, plan.mlps
+    order, offsets, global_mlps, src = groups(plan, c, routed, num_mlps)
     used = sorted(set(global_mlps))
     local = {m: i for i, m in enumerate(used)}
     mlps = [local[m] for m in global_mlps]
