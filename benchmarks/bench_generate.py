@@ -3,7 +3,7 @@
     python benchmarks/bench_generate.py [--device cpu|cuda] [--case a|b|all] [--skip-reference]
     python benchmarks/bench_generate.py --dry-run     every step once on a tiny layout (CPU, seconds)
 
-Cases (issue 2):
+Cases:
   a  ResNet20 last block (conv1 [64,64,3,3], bn1, conv2 [64,64,3,3], bn2), paper INR 512/8/32, norm 64
   b  every conv + BatchNorm weight/bias of ResNet18 except the 7x7 stem (~1.4M coordinates), INR 256/4/16
 Prints a markdown table of medians; every ratio is against a baseline measured in the same run.

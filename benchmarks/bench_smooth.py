@@ -19,7 +19,7 @@ from neumeta_fast.models import cifar_resnet
 
 
 def _setup(hidden_width: int = 64):
-    torch.set_num_threads(1)  # single-thread timings, as the targets are stated
+    torch.set_num_threads(1)  # single-thread timings, as the targets are stated
     torch.manual_seed(0)
     return cifar_resnet(20, hidden_width=hidden_width).eval(), torch.randn(1, 3, 32, 32)
 

@@ -1,4 +1,4 @@
-"""Triton backend check (issue 3): correctness against the torch backend at real sizes, then timings.
+"""Triton backend check: correctness against the torch backend at real sizes, then timings.
 
     python benchmarks/device_check.py              GPU: cases a and b of bench_generate.py
     python benchmarks/device_check.py --cpu-smoke  same code path, tiny, Triton interpreter on the CPU

@@ -1,10 +1,10 @@
-"""CUDA backend check (issue 4): correctness against the torch backend at real sizes, then timings.
+"""CUDA backend check: correctness against the torch backend at real sizes, then timings.
 
     python benchmarks/device_check_cuda.py [--case a|b|p|all] [--skip-grad]
     TRITON_INTERPRET=1 python benchmarks/device_check_cuda.py --dry-run     no GPU: checks the script itself
 
 Cases: a and b of bench_generate.py (ResNet20 last block with the paper INR 512/8/32; ResNet18 convs +
-BatchNorms, 1.4M coordinates, INR 256/4/16) and p: the ResNet18 layout with the paper INR (the issue's
+BatchNorms, 1.4M coordinates, INR 256/4/16) and p: the ResNet18 layout with the paper INR (the
 "~1M coordinates, paper INR" target). Needs a CUDA device and the extension: built by
 `pip install --no-build-isolation -e .` on the GPU machine, else compiled here on first use
 (NEUMETA_CUDA_JIT=1, needs ninja). Timings are CUDA-event medians from `triton.testing.do_bench`
