@@ -26,7 +26,7 @@ from .request import Request
 
 
 # -- the op: ResMLP after its first layer, rows grouped by MLP -----------------------------------------
-def _groups(offsets: list[int], mlps: list[int]):
+def _row_ranges(offsets: list[int], mlps: list[int]):
     """(first row, end row, MLP) of every non-empty group."""
     return [(offsets[g], offsets[g + 1], m) for g, m in enumerate(mlps) if offsets[g + 1] > offsets[g]]
 
@@ -45,13 +45,13 @@ def _forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo):
     out = z0.new_empty(rows, wo.shape[1])
     torch.clamp_min(z0, 0.0, out=h[0])
     scale = _row_scalars(sc, offsets, mlps)
-    groups = _groups(offsets, mlps)
+    ranges = _row_ranges(offsets, mlps)
     for layer in range(nb):
-        for r0, r1, m in groups:
+        for r0, r1, m in ranges:
             torch.addmm(br[m, layer], h[layer, r0:r1], wr[m, layer].t(), out=t[layer, r0:r1])
         t[layer].relu_()
         torch.addcmul(h[layer], t[layer], scale[:, layer:layer + 1], out=h[layer + 1])
-    for r0, r1, m in groups:
+    for r0, r1, m in ranges:
         torch.addmm(bo[m], h[nb, r0:r1], wo[m].t(), out=out[r0:r1])
     return out, h, t
 
@@ -62,8 +62,8 @@ def _backward_torch(gout, h, t, offsets, mlps, wr, sc, wo):
     dsc, dwo, dbo = torch.zeros_like(sc), torch.zeros_like(wo), wo.new_zeros(wo.shape[:2])
     dh = torch.empty_like(h[0])
     scale = _row_scalars(sc, offsets, mlps)
-    groups = _groups(offsets, mlps)
-    for r0, r1, m in groups:
+    ranges = _row_ranges(offsets, mlps)
+    for r0, r1, m in ranges:
         dwo[m].addmm_(gout[r0:r1].t(), h[nb, r0:r1])
         dbo[m] += gout[r0:r1].sum(0)
         torch.mm(gout[r0:r1], wo[m], out=dh[r0:r1])
@@ -71,7 +71,7 @@ def _backward_torch(gout, h, t, offsets, mlps, wr, sc, wo):
         tl = t[layer]
         ds_rows = (dh * tl).sum(1)
         dz = torch.where(tl <= 0, 0.0, dh * scale[:, layer:layer + 1])  # threshold_backward: NaN t passes
-        for r0, r1, m in groups:
+        for r0, r1, m in ranges:
             dsc[m, layer] += ds_rows[r0:r1].sum()
             dwr[m, layer].addmm_(dz[r0:r1].t(), h[layer, r0:r1])
             dbr[m, layer] += dz[r0:r1].sum(0)
