@@ -6,6 +6,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "buffer_pool.h"
+#include "tensor_checks.h"
+
 namespace neumeta::resmlp {
 namespace {
 
@@ -45,12 +48,7 @@ void residual(const at::Tensor& h, const at::Tensor& t, const float* b, float s)
   });
 }
 
-void check(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
-  if (t.device().type() != at::kCPU || t.scalar_type() != at::kFloat || !t.is_contiguous() || t.sizes() != shape)
-    throw std::invalid_argument(std::string("resmlp: ") + name + " must be a contiguous float32 CPU tensor of shape " +
-                                c10::str(shape) + ", got " + c10::str(t.sizes()) + " " +
-                                std::string(c10::toString(t.scalar_type())) + " on " + t.device().str());
-}
+void check(const at::Tensor& t, const char* name, at::IntArrayRef shape) { check_float_cpu(t, "resmlp", name, shape); }
 
 void check_tail(const Tail& tail, int64_t hidden) {
   if (tail.wo.dim() != 2) throw std::invalid_argument("resmlp: wo must be 2-D");
@@ -64,23 +62,20 @@ void check_tail(const Tail& tail, int64_t hidden) {
   }
 }
 
-// Activation buffers [rows, hidden], kept per thread between calls (at most one chunk's
-// worth each, a few MB): a fresh buffer per chunk is fresh pages from the OS every
-// time, and their page faults cost up to 25% on top of the GEMMs.
-at::Tensor scratch(int slot, int64_t rows, int64_t hidden) {
+// Activation buffers [rows, hidden] from the pool of reused buffers (buffer_pool.h): a fresh buffer
+// per chunk is fresh pages from the OS every time, and their page faults cost up to 25% on top of
+// the GEMMs.
+at::Tensor scratch(int64_t rows, int64_t hidden) {
   int64_t numel = 0;
   if (c10::mul_overflows(rows, hidden, &numel))
     throw std::invalid_argument("resmlp: " + std::to_string(rows) + " rows x " + std::to_string(hidden) +
                                 " hidden activations overflow int64");
-  thread_local at::Tensor buffers[2];
-  at::Tensor& buf = buffers[slot];
-  if (!buf.defined() || buf.numel() < numel) buf = at::empty({numel}, at::kFloat);
-  return buf.narrow(0, 0, numel).view({rows, hidden});
+  return pooled_empty({rows, hidden});
 }
 
 // h holds the first layer's activations; runs the blocks in place, returns the outputs.
 at::Tensor run_tail(const at::Tensor& h, const Tail& tail) {
-  auto t = tail.block_weights.empty() ? h : scratch(1, h.size(0), h.size(1));
+  auto t = tail.block_weights.empty() ? h : scratch(h.size(0), h.size(1));
   for (size_t l = 0; l < tail.block_weights.size(); ++l) {
     at::mm_out(t, h, tail.block_weights[l].t());
     residual(h, t, tail.block_biases[l].data_ptr<float>(), static_cast<float>(tail.scalars[l]));
@@ -97,7 +92,7 @@ at::Tensor forward(const at::Tensor& pe, const at::Tensor& w0, const at::Tensor&
   check(w0, "w0", {hidden, pe.size(1)});
   check(b0, "b0", {hidden});
   check_tail(tail, hidden);
-  auto h = scratch(0, pe.size(0), hidden);
+  auto h = scratch(pe.size(0), hidden);
   at::mm_out(h, pe, w0.t());
   bias_relu(h, b0.data_ptr<float>());
   return run_tail(h, tail);
@@ -123,7 +118,7 @@ at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t r
     throw std::invalid_argument("resmlp: rows [" + std::to_string(row_start) + ", " + end_str + ") outside the " +
                                 std::to_string(a_size) + " x " + std::to_string(b_size) + " tensor");
   }
-  auto h = scratch(0, rows, hidden);
+  auto h = scratch(rows, hidden);
   float* p = h.data_ptr<float>();
   const float* up = u.data_ptr<float>();
   const float* vp = v.data_ptr<float>();
