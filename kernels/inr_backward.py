@@ -25,7 +25,7 @@ def inr_backward(grad_flat: torch.Tensor, weights: tuple[torch.Tensor, ...], seg
     """
     w0, b0, wr, br, sc, wo, bo = (w.detach().float() for w in weights)
     num_rows, out_dim = coords.shape[0], wo.shape[1]
-    plan = torch_train.Plan(segs, num_rows, out_dim, coords.device)
+    plan = torch_train.table_plan(segs, num_rows, out_dim, coords.device)
     norm_t = norm_tensor(norm, coords.device)
     grads = [torch.zeros_like(w) for w in (w0, b0, wr, br, sc, wo, bo)]
     g = grad_flat.float() / samples if samples > 1 else grad_flat.float()

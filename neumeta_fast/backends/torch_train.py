@@ -14,7 +14,7 @@ Tests: tests/test_torch_train.py (values and gradients against the reference and
 """
 from __future__ import annotations
 
-import weakref
+from collections import OrderedDict
 
 import torch
 
@@ -178,12 +178,12 @@ class Plan:
         self.a_index, self.b_index = torch.cat(a_index), torch.cat(b_index)
         self._features: dict = {}
 
-    def separable_features(self, coords: torch.Tensor, encoding, num_freqs: int):
+    def separable_features(self, coords: torch.Tensor, encoding, key: tuple):
         """(a-columns of the a-rows [S, max_a, Fa], b-columns of the b-rows [S, max_b, Fb], the other
-        columns of each segment's first row [S, Fr], and the three column index sets), cached."""
-        key = (float(encoding[0]), tuple(encoding[1].tolist()))
+        columns of each segment's first row [S, Fr], and the three column index sets), cached by
+        key = (norm, freq_low, freq_high), the encoding as numbers (reading the tensors would sync a GPU)."""
         if key not in self._features:
-            dims = feature_dims(num_freqs, coords.device)
+            dims = feature_dims(key[2] - key[1], coords.device)
             cols = [(dims == 1).nonzero().squeeze(1), (dims == 2).nonzero().squeeze(1),
                     ((dims != 1) & (dims != 2)).nonzero().squeeze(1)]
             pe_a = fourier_features(normalise(coords[self.a_rows.view(-1)], encoding[0]), encoding[1])
@@ -200,26 +200,33 @@ def segment_table(layout: Layout, output_dim: int) -> list[list[int]]:
              s.col_start(output_dim)] for s in layout.segments]
 
 
-_PLANS: "weakref.WeakKeyDictionary[Layout, dict]" = weakref.WeakKeyDictionary()
+_PLANS: "OrderedDict[tuple, Plan]" = OrderedDict()
+_PLANS_KEPT = 64  # the trainer's widths and tensor subsets, the fused backends' layouts
+
+
+def table_plan(table: list[list[int]], num_rows: int, output_dim: int, device: torch.device) -> Plan:
+    """The Plan of a segment table, built once (the most recent ones are kept: same table, same plan)."""
+    key = (tuple(map(tuple, table)), num_rows, output_dim, device)
+    plan = _PLANS.pop(key, None) or Plan(table, num_rows, output_dim, device)
+    _PLANS[key] = plan
+    if len(_PLANS) > _PLANS_KEPT:
+        _PLANS.popitem(last=False)
+    return plan
 
 
 def layout_plan(layout: Layout, output_dim: int, device: torch.device) -> Plan:
-    cache = _PLANS.setdefault(layout, {})
-    key = (output_dim, device)
-    if key not in cache:
-        cache[key] = Plan(segment_table(layout, output_dim), layout.num_rows, output_dim, device)
-    return cache[key]
+    return table_plan(segment_table(layout, output_dim), layout.num_rows, output_dim, device)
 
 
 def _separable_z0(plan: Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, seg_mlp: torch.Tensor,
-                  encoding, num_freqs: int) -> torch.Tensor:
+                  encoding, encoding_key: tuple) -> torch.Tensor:
     """First-layer pre-activation of exact coordinates, [N, H], as u[a] + v[b] per segment.
 
     Only column 1 (a / A) varies with a and column 2 (b / B) with b, and every feature reads one
     column: so A + B feature rows per A x B tensor give every row's W0 pe + b0. seg_mlp: each
     segment's MLP as an index into w0 and b0.
     """
-    pe_a, pe_b, pe_rest, (cols_a, cols_b, cols_rest) = plan.separable_features(coords, encoding, num_freqs)
+    pe_a, pe_b, pe_rest, (cols_a, cols_b, cols_rest) = plan.separable_features(coords, encoding, encoding_key)
     w = w0.index_select(0, seg_mlp)  # [S, H, F]
     u = torch.bmm(pe_a, w.index_select(2, cols_a).transpose(1, 2))  # [S, max_a, H]
     const = torch.bmm(w.index_select(2, cols_rest), pe_rest.unsqueeze(2)).squeeze(2) + b0.index_select(0, seg_mlp)
@@ -249,13 +256,15 @@ def groups(plan: Plan, c: torch.Tensor, routed: bool, num_mlps: int):
 
 
 def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, routed: bool, stack, encoding,
-                num_mlps: int, num_freqs: int) -> torch.Tensor:
+                encoding_key: tuple, num_mlps: int) -> torch.Tensor:
     """One sample's flat weights: rows grouped by MLP -> z0 -> resmlp_train -> divided centre columns.
 
     noise:  this sample's noise, already restricted to its mode's columns (None: exact coordinates).
     routed: reference-mode noise: each row's MLP is int(noisy column 0).
     stack:  stack(mlps) -> the stacked weights (w0, b0, wr, br, sc, wo, bo) of those MLPs. Only the
             MLPs that evaluate some row are asked for, so the others stay out of the autograd graph.
+    encoding: (norm, frequencies) as tensors on the coordinates' device; encoding_key: the same as
+            numbers, (norm, freq_low, freq_high).
     """
     c = coords if noise is None else coords + noise
     order, offsets, global_mlps, src = groups(plan, c, routed, num_mlps)
@@ -265,7 +274,7 @@ def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, ro
     w0, b0, wr, br, sc, wo, bo = stack(used)
     if noise is None:
         seg_mlp = torch.tensor(mlps, device=c.device)
-        z0 = _separable_z0(plan, coords, w0, b0, seg_mlp, encoding, num_freqs)
+        z0 = _separable_z0(plan, coords, w0, b0, seg_mlp, encoding, encoding_key)
     else:
         pe = fourier_features(normalise(c if order is None else c[order], encoding[0]), encoding[1])
         z0 = torch.cat([torch.addmm(b0[m], pe[offsets[g]:offsets[g + 1]], w0[m].T) for g, m in enumerate(mlps)])
@@ -287,6 +296,6 @@ def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
         noise = req.sample_noise(k, layout)
         routed = noise is not None and req.noise_mode == "reference"
         flat = sample_flat(plan, coords, noise, routed, lambda used: inr.stacked(mlps=used), encoding,
-                           inr.num_tensors, inr.num_freqs)
+                           (req.norm, inr.freq_low, inr.freq_high), inr.num_tensors)
         total = flat if total is None else total + flat
     return total / req.samples if req.samples > 1 else total
