@@ -60,7 +60,11 @@ def total_variation(model: nn.Module) -> float:
     return sum(_tensor_variation(p) for p in model.parameters())
 
 
-def smooth(model: nn.Module, example_inputs: Any, *, time_limit: float | None = None, seed: int = 0) -> SmoothReport:
+ORIENTATIONS = ("heavy_first", "light_first", "solver")
+
+
+def smooth(model: nn.Module, example_inputs: Any, *, time_limit: float | None = None, seed: int = 0,
+           orientation: str = "heavy_first") -> SmoothReport:
     """Reorder the channels of every group of `model` in place along a shortest L1 path.
 
     The model computes the same function afterwards (parameters and buffers move
@@ -70,17 +74,25 @@ def smooth(model: nn.Module, example_inputs: Any, *, time_limit: float | None = 
 
     example_inputs: a tensor or tuple of inputs for one shape-propagation pass (eval mode).
     time_limit: seconds the solver may spend per group (None: until converged).
+    orientation: which way each path is read. A path and its reverse are equally short, but
+      generated widths sample the path from its start (a width-w network takes positions
+      a/w of the full-width order), so the two readings give different small networks.
+      "heavy_first" starts each path at the end whose channel has the larger L1 norm (its
+      row of every tensor in the group), so the choice depends on the path, not on the
+      solver's traversal; "light_first" is the opposite; "solver" keeps the solver's reading.
     """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
     start = time.perf_counter()
     groups = channel_groups(model, example_inputs)
     parameters = dict(model.named_parameters())
     tensors = _named_tensors(model)
     variation_before = total_variation(model)
-    reports = [_smooth_group(group, parameters, tensors, time_limit, seed) for group in groups]
+    reports = [_smooth_group(group, parameters, tensors, time_limit, seed, orientation) for group in groups]
     return SmoothReport(reports, variation_before, total_variation(model), time.perf_counter() - start)
 
 
-def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) -> GroupReport:
+def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed, orientation) -> GroupReport:
     start = time.perf_counter()
     rows = city_rows(group, parameters)
     identity = torch.arange(group.channels, device=rows.device)
@@ -89,7 +101,7 @@ def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) ->
     solver_seconds = 0.0
     if group.channels >= 3 and rows.shape[1] > 0:
         solver_start = time.perf_counter()
-        order = tsp.path_order(rows, time_limit=time_limit, seed=seed).to(rows.device)
+        order = orient(tsp.path_order(rows, time_limit=time_limit, seed=seed).to(rows.device), rows, orientation)
         solver_seconds = time.perf_counter() - solver_start
         new_cost = _path_cost(rows, order)
         if new_cost < cost_before:
@@ -99,6 +111,17 @@ def _smooth_group(group: ChannelGroup, parameters, tensors, time_limit, seed) ->
     seconds = time.perf_counter() - start
     label = f"{first.name}[{first.axis}]"
     return GroupReport(label, group.channels, rows.shape[1], cost_before, cost_after, applied, seconds, solver_seconds)
+
+
+def orient(order: torch.Tensor, rows: torch.Tensor, orientation: str) -> torch.Tensor:
+    """`order` or its reverse, by `orientation` (see `smooth`). Ends of equal norm: the lower
+    channel index first, so the result depends only on the path's edges."""
+    if orientation == "solver":
+        return order
+    norms = rows.double().abs().sum(dim=1)
+    first, last = order[0], order[-1]
+    heavy_first = bool(norms[first] > norms[last]) or (bool(norms[first] == norms[last]) and bool(first < last))
+    return order if heavy_first == (orientation == "heavy_first") else order.flip(0)
 
 
 def city_rows(group: ChannelGroup, parameters: dict[str, torch.Tensor]) -> torch.Tensor:

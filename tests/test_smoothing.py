@@ -11,6 +11,7 @@ from torch import nn
 
 from neumeta_fast import SmoothReport, smooth, total_variation
 from neumeta_fast.channel_groups import channel_groups, permute_channels
+from neumeta_fast.smoothing import orient
 from neumeta_fast.compat import PermutationManager
 from neumeta_fast.models import cifar_resnet, lenet, mlp, resnet18
 
@@ -318,3 +319,53 @@ def test_fuzz_random_models_keep_their_function(plan, seed):
             _assert_same_function(expected, model(x))
     if not plan.shares_tensors:
         assert not caught, [str(w.message) for w in caught]
+
+
+# -- path orientation ---------------------------------------------------------------------------------
+def test_orient_reads_the_path_from_its_heavier_end():
+    rows = torch.tensor([[1.0, 1.0], [5.0, 0.0], [0.0, 0.5], [3.0, 3.0]])  # L1 norms 2, 5, 0.5, 6
+    order = torch.tensor([2, 0, 1, 3])  # ends: channel 2 (0.5) and channel 3 (6)
+    assert orient(order, rows, "heavy_first").tolist() == [3, 1, 0, 2]
+    assert orient(order, rows, "light_first").tolist() == [2, 0, 1, 3]
+    assert orient(order, rows, "solver").tolist() == [2, 0, 1, 3]
+    # Ends of equal norm: the lower channel index first, whichever way the solver read the path.
+    ties = torch.ones(4, 2)
+    for path in ([3, 1, 2, 0], [0, 2, 1, 3]):
+        assert orient(torch.tensor(path), ties, "heavy_first").tolist() == [0, 2, 1, 3]
+
+
+def test_smooth_does_not_depend_on_which_way_the_solver_reads_a_path(monkeypatch):
+    """The solver may return a path or its reverse (equally short): the smoothed model is the same."""
+    from neumeta_fast import tsp
+
+    solve = tsp.path_order
+    states = {}
+    for reverse in (False, True):
+        monkeypatch.setattr(tsp, "path_order", lambda rows, **kw: solve(rows, **kw).flip(0) if reverse else solve(rows, **kw))
+        model, x = _build("resnet20_hidden16")
+        with torch.no_grad():
+            expected = model(x)
+        smooth(model, x)
+        with torch.no_grad():
+            _assert_same_function(expected, model(x))
+        states[reverse] = model.state_dict()
+    for key in states[False]:
+        assert torch.equal(states[False][key], states[True][key]), key
+
+
+def test_solver_orientation_keeps_the_solver_reading_and_light_first_reverses_heavy_first():
+    def first_rows(orientation):
+        model, x = _build("resnet20_hidden16")
+        smooth(model, x, orientation=orientation)
+        return model.conv1.weight.detach().clone()
+
+    heavy, light, solver = first_rows("heavy_first"), first_rows("light_first"), first_rows("solver")
+    assert not torch.equal(heavy, light)
+    assert torch.equal(heavy.flip(0), light)  # conv1's output channels are one group: read backwards
+    assert torch.equal(solver, heavy) or torch.equal(solver, light)
+
+
+def test_unknown_orientation_is_a_clear_error():
+    model, x = _build("lenet")
+    with pytest.raises(ValueError, match="orientation must be one of"):
+        smooth(model, x, orientation="forwards")
