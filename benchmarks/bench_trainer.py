@@ -54,8 +54,8 @@ class EagerTrainer(Trainer):
 
     def _generate(self, *args, **kwargs):
         def eager(inr, layout, req):
-            return torch_backend.generate_eager(inr, layout, req, torch.is_grad_enabled())
-        with mock.patch.object(torch_backend, "generate_flat", eager):
+            return torch_backend.inr_forward_eager(inr, layout, req, torch.is_grad_enabled())
+        with mock.patch.object(torch_backend, "inr_forward", eager):
             return super()._generate(*args, **kwargs)
 
 

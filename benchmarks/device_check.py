@@ -1,8 +1,8 @@
 """Triton backend check: correctness against the torch backend at real sizes, then timings.
 
-    python benchmarks/device_check.py              GPU: cases a and b of bench_generate.py
+    python benchmarks/device_check.py              GPU: cases a and b of bench_inr_forward.py
     python benchmarks/device_check.py --cpu-smoke  same code path, tiny, Triton interpreter on the CPU
-    python benchmarks/device_check.py --dry-run    the smoke run on bench_generate's tiny case, one repeat
+    python benchmarks/device_check.py --dry-run    the smoke run on bench_inr_forward's tiny case, one repeat
 
 Timings are `triton.testing.do_bench` medians on the GPU (perf_counter medians in the smoke run).
 Prints a markdown table and writes it to $OUT/device_check.md when OUT is set. Exits 1 when a
@@ -22,7 +22,6 @@ import torch
 from neumeta_fast import INR, Layout, backends, generate
 from neumeta_fast.atomic import atomic_open
 from neumeta_fast.backends import torch_backend
-from neumeta_fast.backends import triton_backend as tb
 from neumeta_fast.backends.request import Request, philox_seed
 from neumeta_fast.encoding import fourier_features, frequencies, norm_tensor, normalise
 from neumeta_fast.kernels import launch
@@ -30,7 +29,7 @@ from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
 from neumeta_fast.reference import reference_generate, reference_mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
+from bench_inr_forward import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
 
 SMOKE = dict(shapes=lambda: [("conv", (5, 9, 3, 3)), ("proj", (4, 5, 1, 1)), ("fc", (7, 4)), ("bias", (37,))],
              inr=dict(hidden_dim=32, num_layers=3, num_freqs=4), norm=48.0)
@@ -104,7 +103,8 @@ def tf32_forward(inr: INR, layout: Layout, norm: float):
     """The kernel with TF32 tensor-core inputs (not reachable through generate(): measured here only)."""
     device = next(inr.parameters()).device
     cfg = launch.config(inr.output_dim, "tf32")
-    segs, tiles = tb._plan(layout, inr.output_dim, device, cfg.block_m)
+    table = layout.segment_table(inr.output_dim, cfg.block_m)
+    segs, tiles = table.tensor(device), table.tiles(device)
     freqs = frequencies(inr.freq_low, inr.freq_high, device)
     weights = inr.stacked()
     return lambda: layout.views(inr_forward(
@@ -119,7 +119,7 @@ def gradients(inr: INR, layout: Layout, norm: float, backend: str, probe: dict, 
     if backend == "eager":
         device = next(inr.parameters()).device
         req = Request(float(norm), 1, 0.0, "reference", None, None, torch.float32, device)
-        out = layout.views(torch_backend.generate_eager(inr, layout, req, True))
+        out = layout.views(torch_backend.inr_forward_eager(inr, layout, req, True))
     else:
         out = generate(inr, layout, norm=norm, backend=backend, check_finite=False, **kw)
     sum((out[n] * probe[n]).sum() for n in out).backward()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["bench_generate", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check", "device_check",
+SCRIPTS = ["bench_inr_forward", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check", "device_check",
            "device_check_cuda"]
 
 
@@ -88,7 +88,7 @@ def _stub_optional_solvers(module, monkeypatch):
 
 
 DRY_RUN_SHOWS = {
-    "bench_generate": ["| tiny | | reference implementation |", "| tiny | | peak extra memory |"],
+    "bench_inr_forward": ["| tiny | | reference implementation |", "| tiny | | peak extra memory |"],
     "bench_smooth": ["smooth() end to end", "path cost"],
     "bench_trainer": ["| fast (generate, backend auto) |", "| reference (reference_generate) |"],
     "bench_tsp": ["| struct | 8 |", "| weights | 64 |"],

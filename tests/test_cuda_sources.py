@@ -127,9 +127,10 @@ def test_noise_stream_statistics(dll, mode):
 
 def test_coordinates_tile_by_tile(dll):
     layout = _layout()
-    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    table = layout.segment_table(9, 32)
     out = torch.full((layout.num_rows, 6), float("nan"))
-    dll.nm_coordinates(harness.ptr(table), len(layout), layout.num_tensors, 32, tiles, harness.ptr(out))
+    dll.nm_coordinates(harness.ptr(table.tensor("cpu")), len(layout), layout.num_tensors, 32, table.num_tiles,
+                       harness.ptr(out))
     assert torch.equal(out, layout.coordinates())
 
 
@@ -157,7 +158,7 @@ def test_route_truncates_toward_zero(dll):
 @pytest.mark.parametrize("out_dim", [9, 25])
 def test_scatter_and_centre_slice(dll, out_dim):
     layout = _layout(out_dim)
-    table, _ = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    table = layout.segment_table(out_dim, 32).tensor("cpu")
     row_of = torch.full((layout.numel,), -1, dtype=torch.int64)
     col_of = torch.full((layout.numel,), -1, dtype=torch.int32)
     dll.nm_scatter(harness.ptr(table), len(layout), out_dim, harness.ptr(row_of), harness.ptr(col_of))
@@ -198,7 +199,7 @@ def test_host_forward_matches_torch_backend(dll, config):
     inr = _inr(layout, 0, **config)
     req = _request(layout)
     with torch.no_grad():
-        _close(harness.forward(dll, inr, layout, req), torch_backend.generate_flat(inr, layout, req))
+        _close(harness.forward(dll, inr, layout, req), torch_backend.inr_forward(inr, layout, req))
 
 
 @pytest.mark.parametrize("mode", ["reference", "channels"])
@@ -210,7 +211,7 @@ def test_host_forward_with_given_noise_and_samples(dll, mode):
     noise = (torch.rand(3, layout.num_rows, 6, generator=g) - 0.5) * 0.9
     req = _request(layout, samples=3, noise=0.9, mode=mode, noise_tensor=noise)
     with torch.no_grad():
-        expected = torch_backend.generate_flat(inr, layout, req)
+        expected = torch_backend.inr_forward(inr, layout, req)
         _close(harness.forward(dll, inr, layout, req), expected)
 
 
@@ -226,7 +227,7 @@ def test_host_forward_philox_equals_its_materialised_noise(dll, mode):
     if mode == "reference":
         assert routed.any(), "the test needs rows sent to a neighbouring MLP"
     with torch.no_grad():
-        expected = torch_backend.generate_flat(inr, layout, _request(layout, samples=4, noise=1.0, mode=mode,
+        expected = torch_backend.inr_forward(inr, layout, _request(layout, samples=4, noise=1.0, mode=mode,
                                                                      noise_tensor=materialised))
         _close(harness.forward(dll, inr, layout, req, seed), expected)
 

@@ -1,4 +1,4 @@
-"""generate() on the torch backend against the literal reference implementation (SPEC 2)."""
+"""generate() on the torch backend against the literal reference implementation (docs/spec.md)."""
 import importlib
 import random
 

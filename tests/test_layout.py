@@ -1,4 +1,4 @@
-"""Layout: coordinate table and scatter plan against a literal enumeration (SPEC 2)."""
+"""Layout: coordinate table and scatter plan against a literal enumeration (docs/spec.md §2, §10)."""
 import random
 
 import numpy as np

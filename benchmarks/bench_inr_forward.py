@@ -1,7 +1,7 @@
 """Core-engine benchmark: torch backend vs the literal reference vs the bare-GEMM floor.
 
-    python benchmarks/bench_generate.py [--device cpu|cuda] [--case a|b|all] [--skip-reference]
-    python benchmarks/bench_generate.py --dry-run     every step once on a tiny layout (CPU, seconds)
+    python benchmarks/bench_inr_forward.py [--device cpu|cuda] [--case a|b|all] [--skip-reference]
+    python benchmarks/bench_inr_forward.py --dry-run     every step once on a tiny layout (CPU, seconds)
 
 Cases:
   a  ResNet20 last block (conv1 [64,64,3,3], bn1, conv2 [64,64,3,3], bn2), paper INR 512/8/32, norm 64
@@ -111,7 +111,7 @@ def peak_extra_memory_mb(case: str) -> tuple[float, float]:
     """Peak RSS growth of one generate() call on the CPU, measured in a fresh process (MB), and output size."""
     code = (
         "import torch, sys; sys.path.insert(0, 'benchmarks');"
-        "from bench_generate import case_named; from neumeta_fast import INR, Layout, generate;"
+        "from bench_inr_forward import case_named; from neumeta_fast import INR, Layout, generate;"
         f"c = case_named('{case}'); layout = Layout.from_shapes(c['shapes']()); inr = INR(len(layout), **c['inr']);"
         "torch.set_grad_enabled(False); generate(inr, layout, norm=c['norm']);"  # warm-up
         "layout = Layout.from_shapes(c['shapes']());"  # fresh layout: the coordinate table counts as extra

@@ -1,19 +1,13 @@
-"""The fused CPU ResMLP (`_C.resmlp_forward`, csrc/cpu/resmlp.cpp) against the eager formula of SPEC 2."""
+"""The fused CPU ResMLP (`_C.inr_forward`, csrc/cpu/inr_forward.cpp) against the eager formula of docs/spec.md §8."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from neumeta_fast import _C
+from neumeta_fast.reference import reference_mlp
 
 from helpers import random_inr
-
-
-def eager_resmlp(mlp, pe):
-    h = torch.relu(mlp.initial_layer(pe))
-    for block, s in zip(mlp.residual_blocks, mlp.scalars):
-        h = s * torch.relu(block(h)) + h
-    return mlp.output_layer(h)
 
 
 def tail(mlp):
@@ -22,7 +16,7 @@ def tail(mlp):
 
 
 def fused(mlp, pe):
-    return _C.resmlp_forward(pe, mlp.initial_layer.weight, mlp.initial_layer.bias, tail(mlp))
+    return _C.inr_forward(pe, mlp.initial_layer.weight, mlp.initial_layer.bias, tail(mlp))
 
 
 @pytest.mark.parametrize("rows", [1, 7, 300])
@@ -31,7 +25,7 @@ def test_matches_eager(rows, num_layers, hidden):
     mlp = random_inr(1, seed=rows + hidden, hidden_dim=hidden, num_layers=num_layers, num_freqs=3).model[0]
     pe = torch.randn(rows, mlp.initial_layer.in_features)
     with torch.no_grad():
-        want = eager_resmlp(mlp, pe)
+        want = reference_mlp(mlp, pe)
         got = fused(mlp, pe)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
@@ -44,7 +38,7 @@ def test_scratch_reuse_across_sizes_and_threads():
     calls = [(h, rows) for rows in (300, 5, 1000, 64) for h in (24, 8)]
     inputs = [torch.randn(rows, mlps[h].initial_layer.in_features) for h, rows in calls]
     with torch.no_grad():
-        want = [eager_resmlp(mlps[h], pe) for (h, _), pe in zip(calls, inputs)]
+        want = [reference_mlp(mlps[h], pe) for (h, _), pe in zip(calls, inputs)]
         got = [fused(mlps[h], pe) for (h, _), pe in zip(calls, inputs)]
 
     def in_thread(i):
@@ -72,7 +66,7 @@ def test_separable_matches_eager(a_size, b_size, row_start, rows):
         for block, s in zip(mlp.residual_blocks, mlp.scalars):
             h = s * torch.relu(block(h)) + h
         want = mlp.output_layer(h)
-        got = _C.resmlp_forward_separable(u, v, row_start, rows, tail(mlp))
+        got = _C.inr_forward_separable(u, v, row_start, rows, tail(mlp))
     assert got.shape == want.shape
     assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
 
@@ -80,7 +74,7 @@ def test_separable_matches_eager(a_size, b_size, row_start, rows):
 def test_separable_rows_out_of_range():
     mlp = random_inr(1, hidden_dim=8, num_layers=2, num_freqs=1).model[0]
     with torch.no_grad(), pytest.raises(ValueError, match=r"rows \[4, 7\) outside the 2 x 3 tensor"):
-        _C.resmlp_forward_separable(torch.randn(2, 8), torch.randn(3, 8), 4, 3, tail(mlp))
+        _C.inr_forward_separable(torch.randn(2, 8), torch.randn(3, 8), 4, 3, tail(mlp))
 
 
 def test_no_rows():
@@ -106,14 +100,14 @@ def test_separable_row_range_cannot_overflow(row_start, rows):
     """row_start + rows wrapping past int64 passed the bound check and read far outside u and v."""
     mlp = random_inr(1, hidden_dim=8, num_layers=2, num_freqs=1).model[0]
     with torch.no_grad(), pytest.raises(ValueError, match=r"rows \[.*\) outside the 2 x 3 tensor"):
-        _C.resmlp_forward_separable(torch.randn(2, 8), torch.randn(3, 8), row_start, rows, tail(mlp))
+        _C.inr_forward_separable(torch.randn(2, 8), torch.randn(3, 8), row_start, rows, tail(mlp))
 
 
 def test_separable_tensor_size_cannot_overflow():
     """A x B of two zero-width (storage-free) tables wraps int64."""
     empty_tail = _C.ResMLPTail([], [], [], torch.empty(1, 0), torch.zeros(1))
     with pytest.raises(ValueError, match="more rows than int64"):
-        _C.resmlp_forward_separable(torch.empty(2**32, 0), torch.empty(2**32, 0), 0, 1, empty_tail)
+        _C.inr_forward_separable(torch.empty(2**32, 0), torch.empty(2**32, 0), 0, 1, empty_tail)
 
 
 def test_activation_size_cannot_overflow():
@@ -121,7 +115,7 @@ def test_activation_size_cannot_overflow():
     hidden = 2**24
     empty_tail = _C.ResMLPTail([], [], [], torch.empty(0, hidden), torch.empty(0))
     with pytest.raises(ValueError, match="activations overflow int64"):
-        _C.resmlp_forward(torch.empty(2**40, 0), torch.empty(hidden, 0), torch.zeros(hidden), empty_tail)
+        _C.inr_forward(torch.empty(2**40, 0), torch.empty(hidden, 0), torch.zeros(hidden), empty_tail)
 
 
 @pytest.mark.parametrize("where", ["w0", "b0", "block", "scalar"])
@@ -134,10 +128,10 @@ def test_nan_propagates_as_in_torch_relu(where):
     pe = torch.randn(9, mlp.initial_layer.in_features)
     u, v = torch.randn(3, 16), torch.randn(3, 16)
     with torch.no_grad():
-        want = eager_resmlp(mlp, pe)
+        want = reference_mlp(mlp, pe)
         got = fused(mlp, pe)
         if where == "w0":  # the separable op takes the first layer's output as u[a] + v[b]
             u[1, 0] = float("nan")
-            assert torch.isnan(_C.resmlp_forward_separable(u, v, 0, 9, tail(mlp))[3:6]).all()
+            assert torch.isnan(_C.inr_forward_separable(u, v, 0, 9, tail(mlp))[3:6]).all()
     assert torch.isnan(want).any()
     assert torch.equal(torch.isnan(got), torch.isnan(want))
