@@ -3,6 +3,7 @@ parse) with this machine's nvcc; the kernel's shared math, run on the host throu
 tests/cuda_harness.cpp, matches the torch backend."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -18,6 +19,7 @@ from neumeta_fast import INR, Layout
 from neumeta_fast.backends import cuda_backend, torch_backend
 from neumeta_fast.backends.request import Request
 from neumeta_fast.encoding import fourier_features, frequencies, normalise
+from neumeta_fast.layout import SEGMENT_COLUMNS
 
 ROOT = harness.ROOT
 ARCHS = ("80", "90")
@@ -53,6 +55,13 @@ def compiled(tmp_path_factory) -> dict[tuple[str, str], subprocess.CompletedProc
     with ThreadPoolExecutor(max_workers=max(2, len(jobs))) as pool:
         results = pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs.values())
         return dict(zip(jobs, results))
+
+
+def test_segment_desc_follows_the_segment_table():
+    """The CUDA struct reads Layout.segment_table's rows: the same fields in the same order (docs/spec.md §10)."""
+    source = (ROOT / "csrc" / "include" / "neumeta" / "common.cuh").read_text()
+    body = re.search(r"struct SegmentDesc \{(.*?)\};", source, re.S).group(1)
+    assert tuple(re.findall(r"int64_t (\w+);", body)) == SEGMENT_COLUMNS
 
 
 def test_there_are_cuda_sources():

@@ -1,15 +1,113 @@
-"""The fused CPU ResMLP (`_C.inr_forward`, csrc/cpu/inr_forward.cpp) against the eager formula of docs/spec.md §8."""
+"""The fused INR forward (docs/spec.md §2-§10) on every backend against the literal reference: values and
+gradients; the Philox stream Triton and CUDA share (§4); the CPU op `_C.inr_forward`
+(csrc/cpu/inr_forward.cpp) against the eager formula of docs/spec.md §8."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from neumeta_fast import _C
-from neumeta_fast.reference import reference_mlp
+import _cuda_harness as harness
+from neumeta_fast import Layout, _C, generate
+from neumeta_fast.backends import cuda_backend, torch_backend
+from neumeta_fast.backends.request import Request
+from neumeta_fast.kernels import inr_forward as triton_kernel
+from neumeta_fast.reference import reference_generate, reference_mlp
 
 from helpers import random_inr
 
+# -- every backend, one function -------------------------------------------------------------------
+SHAPES = [("conv3", (3, 4, 3, 3)), ("conv1", (5, 2, 1, 1)), ("fc", (3, 5)), ("bias", (7,))]
+NORM = 48.0  # not a power of two: the normalisation order matters in the last bit
+# torch: eager ops; cpu_op: the C++ ops (_C.inr_forward, or _C.inr_train with gradients);
+# triton: the Triton kernel in its interpreter; cuda_host: the CUDA kernel's math through tests/cuda_harness.cpp
+PROVIDERS = ("torch", "cpu_op", "triton", "cuda_host")
 
+
+@pytest.fixture(scope="module")
+def dll(tmp_path_factory):
+    if harness.compiler() is None:
+        pytest.skip("no C++ compiler for the host harness")
+    return harness.build(tmp_path_factory.mktemp("harness"))
+
+
+@pytest.fixture
+def provider(request, monkeypatch):
+    name = request.param
+    if name == "triton" and not triton_kernel.interpreted():
+        pytest.skip("Triton kernels compiled for the GPU: covered by benchmarks/device_check.sh")
+    if name == "cuda_host":
+        lib = request.getfixturevalue("dll")
+        monkeypatch.setattr(cuda_backend, "unavailable_reason", lambda device: None)
+        monkeypatch.setattr(cuda_backend, "_launch", lambda inr, layout, req, seed: harness.forward(lib, inr, layout, req, seed))
+    return name
+
+
+def run(provider: str, inr, layout: Layout, **kw) -> dict:
+    if provider == "torch":
+        req = Request(NORM, kw.get("samples", 1), 0.0, kw.get("noise_mode", "reference"), None,
+                      kw.get("noise_tensor"), torch.float32, torch.device("cpu"))
+        return layout.views(torch_backend.inr_forward_eager(inr, layout, req, torch.is_grad_enabled()))
+    backend = {"cpu_op": "torch", "triton": "triton", "cuda_host": "cuda"}[provider]
+    return generate(inr, layout, norm=NORM, backend=backend, **kw)
+
+
+def noise_for(layout: Layout, samples: int) -> torch.Tensor:
+    """Explicit noise within the routing rule (|noise| < 1/2): some rows go to the previous tensor's MLP."""
+    return (torch.rand(samples, layout.num_rows, 6, generator=torch.Generator().manual_seed(samples)) - 0.5) * 0.9
+
+
+CASES = {"exact": dict(), "reference-K3": dict(samples=3, noise_mode="reference"),
+         "channels-K2": dict(samples=2, noise_mode="channels")}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("provider", PROVIDERS, indirect=True)
+def test_values_and_gradients_equal_the_reference(provider, case):
+    layout = Layout.from_shapes(SHAPES)
+    kw = dict(CASES[case])
+    eps = noise_for(layout, kw["samples"]) if kw else None
+    if eps is not None:
+        kw["noise_tensor"] = eps
+        routed = (layout.coordinates()[:, 0] + eps[..., 0]).to(torch.int64) != layout.coordinates()[:, 0]
+        assert kw["noise_mode"] == "channels" or routed.any(), "the case must route rows to the previous MLP"
+    probe = {name: torch.randn(shape, generator=torch.Generator().manual_seed(1)) for name, shape in SHAPES}
+    results = {}
+    for who in ("reference", provider):
+        inr = random_inr(len(SHAPES), 2, hidden_dim=24, num_layers=3, num_freqs=3)
+        if who == "reference":
+            out = reference_generate(inr, SHAPES, NORM, noise=None if eps is None else list(eps),
+                                     noise_mode=kw.get("noise_mode", "reference"))
+        else:
+            with torch.no_grad():
+                inference = run(who, inr, layout, **kw)
+            out = run(who, inr, layout, **kw)
+            for name in out:
+                torch.testing.assert_close(inference[name], out[name].detach(), rtol=1e-5, atol=1e-6)
+        sum((out[n] * probe[n]).sum() for n in out).backward()
+        results[who] = ({n: w.detach() for n, w in out.items()}, {n: p.grad for n, p in inr.named_parameters()})
+    (want, want_g), (got, got_g) = results["reference"], results[provider]
+    scale = max(w.abs().max().item() for w in want.values())
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5 * scale)
+    for name, g in want_g.items():
+        assert g is not None and got_g[name] is not None, name
+        torch.testing.assert_close(got_g[name], g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+
+
+@pytest.mark.parametrize("mode", ["reference", "channels"])
+def test_triton_philox_is_the_cuda_stream(dll, mode):
+    """One counter layout (docs/spec.md §4): the Triton kernel's noise equals the CUDA header's, bit for
+    bit, for a 62-bit seed (both key words) and every sample."""
+    if not triton_kernel.interpreted():
+        pytest.skip("Triton kernels compiled for the GPU: covered by benchmarks/device_check.sh")
+    seed = 2 ** 61 + 12345
+    for samples, rows in ((3, 5000), (1, 700)):
+        got = triton_kernel.philox_noise(rows, samples, 0.7, mode, seed, torch.device("cpu"))
+        want = harness.noise(dll, seed, samples, rows, 0.7, cuda_backend._NOISE_MODES[mode])
+        assert torch.equal(got, want)
+
+
+# -- the CPU op ------------------------------------------------------------------------------------
 def tail(mlp):
     return _C.ResMLPTail([b.weight for b in mlp.residual_blocks], [b.bias for b in mlp.residual_blocks],
                          [float(s) for s in mlp.scalars], mlp.output_layer.weight, mlp.output_layer.bias)
