@@ -1,18 +1,20 @@
-"""Core-engine benchmark: torch backend vs the literal reference vs the bare-GEMM floor.
+"""The fused INR forward (generate()) on one provider vs the literal reference vs the bare-GEMM floor.
 
-    python benchmarks/bench_inr_forward.py [--device cpu|cuda] [--case a|b|all] [--skip-reference]
+    python benchmarks/bench_inr_forward.py [--provider torch|triton|cuda|reference] [--device cpu|cuda]
+                                           [--case a|b|all] [--skip-reference] [--csv PATH]
     python benchmarks/bench_inr_forward.py --dry-run     every step once on a tiny layout (CPU, seconds)
 
 Cases:
   a  ResNet20 last block (conv1 [64,64,3,3], bn1, conv2 [64,64,3,3], bn2), paper INR 512/8/32, norm 64
   b  every conv + BatchNorm weight/bias of ResNet18 except the 7x7 stem (~1.4M coordinates), INR 256/4/16
-Prints a markdown table of medians; every ratio is against a baseline measured in the same run.
+Prints a markdown table of medians (and writes it as CSV with --csv); every ratio is against a baseline
+measured in the same run. --provider reference times the reference implementation alone.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,12 @@ import torch
 
 from neumeta_fast import INR, Layout, generate
 from neumeta_fast.reference import reference_coordinates, reference_generate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import gemm_floor, median_time, sync  # noqa: E402
+
+PROVIDERS = ("torch", "triton", "cuda", "reference")
+COLUMNS = ("case", "size", "what", "median", "ratio")
 
 
 def resnet20_last_block() -> list[tuple[str, tuple[int, ...]]]:
@@ -58,53 +66,9 @@ def case_named(name: str) -> dict:
     return TINY if name == "tiny" else CASES[name]
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_time(fn, device: torch.device, repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def gemm_floor(inr: INR, layout: Layout, device: torch.device, chunk: int, first_layer: bool = True):
-    """The evaluation's matmuls alone (same shapes and chunking as the torch backend, random inputs).
-
-    first_layer=False leaves out the dense first layer, which exact coordinates replace by
-    u[a] + v[b] (A + B rows per tensor, not A * B): the floor of that path (its tiny u, v GEMMs
-    are left out too, so this floor is a little below the GEMM work the path really does).
-    """
-    mats = []
-    for s in layout.segments:
-        for r in range(0, s.rows, chunk):
-            mats.append(min(chunk, s.rows - r))
-    h = inr.hidden_dim
-    w0 = torch.randn(inr.in_features, h, device=device)
-    wr = torch.randn(h, h, device=device)
-    wo = torch.randn(h, inr.output_dim, device=device)
-    x = torch.randn(chunk, inr.in_features, device=device)
-    y = torch.randn(chunk, h, device=device)
-    buf_h = torch.empty(chunk, h, device=device)
-    buf_o = torch.empty(chunk, inr.output_dim, device=device)
-
-    def run():
-        for n in mats:
-            if first_layer:
-                torch.mm(x[:n], w0, out=buf_h[:n])
-            for _ in range(inr.num_layers - 1):
-                torch.mm(y[:n], wr, out=buf_h[:n])
-            torch.mm(y[:n], wo, out=buf_o[:n])
-    flops = 2 * layout.num_rows * h * (inr.in_features * first_layer + (inr.num_layers - 1) * h + inr.output_dim)
-    return run, flops
+def chunk_rows(layout: Layout, chunk: int) -> list[int]:
+    """The GEMM row counts of the torch backend: each tensor's rows in chunks of at most `chunk`."""
+    return [min(chunk, s.rows - r) for s in layout.segments for r in range(0, s.rows, chunk)]
 
 
 def peak_extra_memory_mb(case: str) -> tuple[float, float]:
@@ -127,7 +91,8 @@ def peak_extra_memory_mb(case: str) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def run_case(name: str, device: torch.device, skip_reference: bool, repeat: int) -> list[str]:
+def run_case(name: str, device: torch.device, skip_reference: bool, repeat: int,
+             provider: str = "torch") -> list[tuple[str, str, str, str, str]]:
     c = case_named(name)
     shapes = c["shapes"]()
     layout = Layout.from_shapes(shapes)
@@ -135,76 +100,88 @@ def run_case(name: str, device: torch.device, skip_reference: bool, repeat: int)
     inr = INR(len(shapes), **c["inr"]).to(device)
     norm = c["norm"]
     rows = []
+    size = f"{layout.num_rows} coords, INR {inr.hidden_dim}/{inr.num_layers}/{inr.num_freqs}"
+    backend = "torch" if provider == "reference" else provider
 
     def fresh_generate(dtype=torch.float32):
         layout._coords.clear()  # end to end: the coordinate table is rebuilt every call
-        return generate(inr, layout, norm=norm, backend="torch", dtype=dtype)
+        return generate(inr, layout, norm=norm, backend=backend, dtype=dtype)
 
-    t_torch = median_time(fresh_generate, device, repeat)
-    # Noisy coordinates take the dense first layer (no u[a] + v[b] split): K-sample averaging pays this.
-    jitter = (torch.rand(1, layout.num_rows, 6, device=device) - 0.5) * 0.5
-    t_noisy = median_time(lambda: generate(inr, layout, norm=norm, backend="torch", noise_tensor=jitter,
-                                           noise_mode="channels"), device, repeat)
-    chunk = max(1024, ((1 << 24) if device.type == "cuda" else (1 << 21)) // inr.hidden_dim)
-    floor_fn, flops = gemm_floor(inr, layout, device, chunk)
-    t_floor = median_time(floor_fn, device, repeat)
-    sep_floor_fn, sep_flops = gemm_floor(inr, layout, device, chunk, first_layer=False)
-    t_sep_floor = median_time(sep_floor_fn, device, repeat)
-    t_bf16 = median_time(lambda: fresh_generate(torch.bfloat16), device, repeat)
     exact = fresh_generate()
-    low = fresh_generate(torch.bfloat16)
     scale = max(w.abs().max().item() for w in exact.values())
-    bf16_err = max((low[n] - exact[n]).abs().max().item() for n in exact) / scale
-    t_coords = median_time(lambda: (layout._coords.clear(), layout.coordinates(device)), device, repeat)
-
-    rows.append(f"| {name} | {layout.num_rows} coords, INR {inr.hidden_dim}/{inr.num_layers}/{inr.num_freqs} | "
-                f"torch backend | {t_torch * 1e3:.1f} ms | {t_torch / t_floor:.2f}x GEMM floor, "
-                f"{t_torch / t_sep_floor:.2f}x the floor without the first layer |")
-    rows.append(f"| {name} | | torch backend, noisy coordinates (1 sample) | {t_noisy * 1e3:.1f} ms | "
-                f"{t_noisy / t_floor:.2f}x GEMM floor |")
-    rows.append(f"| {name} | | bare GEMMs (floor) | {t_floor * 1e3:.1f} ms | {flops / t_floor / 1e9:.0f} GFLOP/s |")
-    rows.append(f"| {name} | | bare GEMMs without the first layer (floor of exact coordinates) | "
-                f"{t_sep_floor * 1e3:.1f} ms | {sep_flops / t_sep_floor / 1e9:.0f} GFLOP/s |")
-    rows.append(f"| {name} | | torch backend, bf16 MLP | {t_bf16 * 1e3:.1f} ms | {t_torch / t_bf16:.2f}x vs fp32, "
-                f"max err {bf16_err:.1e} of max abs |")
-    if not skip_reference:
+    if provider != "reference":
+        t_gen = median_time(fresh_generate, device, repeat)
+        # Noisy coordinates take the dense first layer (no u[a] + v[b] split): K-sample averaging pays this.
+        jitter = (torch.rand(1, layout.num_rows, 6, device=device) - 0.5) * 0.5
+        t_noisy = median_time(lambda: generate(inr, layout, norm=norm, backend=backend, noise_tensor=jitter,
+                                               noise_mode="channels"), device, repeat)
+        chunk = max(1024, ((1 << 24) if device.type == "cuda" else (1 << 21)) // inr.hidden_dim)
+        floor_fn, flops = gemm_floor(inr, chunk_rows(layout, chunk), device)
+        t_floor = median_time(floor_fn, device, repeat)
+        sep_floor_fn, sep_flops = gemm_floor(inr, chunk_rows(layout, chunk), device, first_layer=False)
+        t_sep_floor = median_time(sep_floor_fn, device, repeat)
+        t_bf16 = median_time(lambda: fresh_generate(torch.bfloat16), device, repeat)
+        low = fresh_generate(torch.bfloat16)
+        bf16_err = max((low[n] - exact[n]).abs().max().item() for n in exact) / scale
+        rows.append((name, size, f"{provider} backend", f"{t_gen * 1e3:.1f} ms",
+                     f"{t_gen / t_floor:.2f}x GEMM floor, {t_gen / t_sep_floor:.2f}x the floor without the first layer"))
+        rows.append((name, "", f"{provider} backend, noisy coordinates (1 sample)", f"{t_noisy * 1e3:.1f} ms",
+                     f"{t_noisy / t_floor:.2f}x GEMM floor"))
+        rows.append((name, "", "bare GEMMs (floor)", f"{t_floor * 1e3:.1f} ms", f"{flops / t_floor / 1e9:.0f} GFLOP/s"))
+        rows.append((name, "", "bare GEMMs without the first layer (floor of exact coordinates)",
+                     f"{t_sep_floor * 1e3:.1f} ms", f"{sep_flops / t_sep_floor / 1e9:.0f} GFLOP/s"))
+        rows.append((name, "", f"{provider} backend, bf16 MLP", f"{t_bf16 * 1e3:.1f} ms",
+                     f"{t_gen / t_bf16:.2f}x vs fp32, max err {bf16_err:.1e} of max abs"))
+    if not skip_reference or provider == "reference":
+        t_coords = median_time(lambda: (layout._coords.clear(), layout.coordinates(device)), device, repeat)
         t0 = time.perf_counter()
         reference_coordinates(shapes)
         t_loop = time.perf_counter() - t0
-        rows.append(f"| {name} | | coordinate table | {t_coords * 1e3:.2f} ms | {t_loop / t_coords:.0f}x faster "
-                    f"than the per-element loop ({t_loop:.2f} s) |")
+        rows.append((name, "", "coordinate table", f"{t_coords * 1e3:.2f} ms",
+                     f"{t_loop / t_coords:.0f}x faster than the per-element loop ({t_loop:.2f} s)"))
         t0 = time.perf_counter()
         ref = reference_generate(inr, shapes, norm, batch_size=1 << 16)
         sync(device)
         t_ref = time.perf_counter() - t0
         err = max((ref[n] - exact[n]).abs().max().item() for n in exact) / scale
-        rows.append(f"| {name} | | reference implementation | {t_ref * 1e3:.0f} ms | torch backend {t_ref / t_torch:.1f}x "
-                    f"faster; max diff {err:.1e} of max abs |")
-    if device.type == "cpu":
-        extra, size = peak_extra_memory_mb(name)
-        rows.append(f"| {name} | | peak extra memory | {extra:.0f} MB | output {size:.0f} MB; "
-                    f"budget 1.25x output + 256 = {1.25 * size + 256:.0f} MB |")
+        ratio = f"max diff {err:.1e} of max abs vs the {backend} backend"
+        if provider != "reference":
+            ratio = f"{provider} backend {t_ref / t_gen:.1f}x faster; " + ratio
+        rows.append((name, "", "reference implementation", f"{t_ref * 1e3:.0f} ms", ratio))
+    if device.type == "cpu" and provider == "torch":
+        extra, out_size = peak_extra_memory_mb(name)
+        rows.append((name, "", "peak extra memory", f"{extra:.0f} MB",
+                     f"output {out_size:.0f} MB; budget 1.25x output + 256 = {1.25 * out_size + 256:.0f} MB"))
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--provider", choices=PROVIDERS, default="torch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--case", choices=["a", "b", "all"], default="all")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument("--dry-run", action="store_true", help="the tiny case once on the CPU (checks the script)")
     args = parser.parse_args(argv)
     if args.dry_run:
         args.device, args.case, args.repeat = "cpu", "tiny", 1
     device = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
-          f"threads: {torch.get_num_threads()}, torch {torch.__version__}")
-    print("| case | size | what | median | ratio |")
-    print("|---|---|---|---|---|")
+          f"threads: {torch.get_num_threads()}, torch {torch.__version__}, provider {args.provider}")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|---" * len(COLUMNS) + "|")
+    table = []
     for name in (["a", "b"] if args.case == "all" else [args.case]):
-        for row in run_case(name, device, args.skip_reference, args.repeat):
-            print(row, flush=True)
+        for row in run_case(name, device, args.skip_reference, args.repeat, args.provider):
+            print("|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|", flush=True)
+            table.append(row)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(COLUMNS)
+            writer.writerows(table)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def script(request, monkeypatch):
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+HELPERS = ["timing"]  # imported by the scripts, not run
+
+
 def test_every_script_is_covered():
-    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted(SCRIPTS)
+    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted(SCRIPTS + HELPERS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, indirect=True)
@@ -110,3 +113,14 @@ def test_dry_run(script, capsys, monkeypatch):
     for line in DRY_RUN_SHOWS[script.__name__]:
         assert line in out
     assert "FAIL" not in out and "not importable" not in out  # bench_tsp: the stand-ins' columns ran too
+
+
+@pytest.mark.parametrize("script", ["bench_inr_forward"], indirect=True)
+def test_inr_forward_providers_and_csv(script, capsys, tmp_path):
+    """--provider reference times the reference alone; --csv writes the printed table."""
+    path = tmp_path / "table.csv"
+    script.main(["--dry-run", "--provider", "reference", "--csv", str(path)])
+    out = capsys.readouterr().out
+    assert "| tiny | | reference implementation |" in out and "GEMM floor" not in out
+    lines = path.read_text().splitlines()
+    assert lines[0] == "case,size,what,median,ratio" and any(",reference implementation," in line for line in lines)
