@@ -23,9 +23,7 @@ import torch
 
 from neumeta_fast import INR, Layout, generate
 from neumeta_fast.reference import reference_coordinates, reference_generate
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import gemm_floor, median_time, sync  # noqa: E402
+from timing import gemm_floor, median_time, sync
 
 PROVIDERS = ("torch", "triton", "cuda", "reference")
 COLUMNS = ("case", "size", "what", "median", "ratio")
