@@ -17,8 +17,6 @@ the forward and the two backward GEMMs, timed bare at the same shapes).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import replace
 from unittest import mock
 
@@ -31,6 +29,7 @@ from neumeta_fast.backends import torch_backend
 from neumeta_fast.models.family import named_family
 from neumeta_fast.reference import reference_generate
 from neumeta_fast.trainer import TrainConfig, Trainer
+from timing import median_time
 
 PAPER = dict(model="resnet20", full_width=64, trainer=TrainConfig(hidden_dim=512, num_layers=8, num_freqs=32,
                                                                   noise=1.0, noise_mode="reference", norm=64.0,
@@ -54,26 +53,13 @@ class EagerTrainer(Trainer):
 
     def _generate(self, *args, **kwargs):
         def eager(inr, layout, req):
-            return torch_backend.generate_eager(inr, layout, req, torch.is_grad_enabled())
-        with mock.patch.object(torch_backend, "generate_flat", eager):
+            return torch_backend.inr_forward_eager(inr, layout, req, torch.is_grad_enabled())
+        with mock.patch.object(torch_backend, "inr_forward", eager):
             return super()._generate(*args, **kwargs)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_ms(fn, steps: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_time(fn, device, steps)
 
 
 def gemm_floor(trainer: Trainer, width: int):

@@ -1,8 +1,8 @@
 """Triton backend check: correctness against the torch backend at real sizes, then timings.
 
-    python benchmarks/device_check.py              GPU: cases a and b of bench_generate.py
+    python benchmarks/device_check.py              GPU: cases a and b of bench_inr_forward.py
     python benchmarks/device_check.py --cpu-smoke  same code path, tiny, Triton interpreter on the CPU
-    python benchmarks/device_check.py --dry-run    the smoke run on bench_generate's tiny case, one repeat
+    python benchmarks/device_check.py --dry-run    the smoke run on bench_inr_forward's tiny case, one repeat
 
 Timings are `triton.testing.do_bench` medians on the GPU (perf_counter medians in the smoke run).
 Prints a markdown table and writes it to $OUT/device_check.md when OUT is set. Exits 1 when a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 
@@ -22,7 +21,6 @@ import torch
 from neumeta_fast import INR, Layout, backends, generate
 from neumeta_fast.atomic import atomic_open
 from neumeta_fast.backends import torch_backend
-from neumeta_fast.backends import triton_backend as tb
 from neumeta_fast.backends.request import Request, philox_seed
 from neumeta_fast.encoding import fourier_features, frequencies, norm_tensor, normalise
 from neumeta_fast.kernels import launch
@@ -30,24 +28,12 @@ from neumeta_fast.kernels.inr_forward import inr_forward, philox_noise
 from neumeta_fast.reference import reference_generate, reference_mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
+from bench_inr_forward import CASES, TINY  # noqa: E402  (the same two real-size cases as the core benchmark)
+from timing import bench_ms, gemm_floor, rel_err  # noqa: E402
 
 SMOKE = dict(shapes=lambda: [("conv", (5, 9, 3, 3)), ("proj", (4, 5, 1, 1)), ("fc", (7, 4)), ("bias", (37,))],
              inr=dict(hidden_dim=32, num_layers=3, num_freqs=4), norm=48.0)
 FWD_TOL, GRAD_TOL = 1e-4, 1e-4  # fp32 on the GPU: GEMM summation order differs from cuBLAS
-
-
-def bench_ms(fn, device: torch.device, repeat: int = 3) -> float:
-    if device.type == "cuda":
-        import triton.testing
-        return triton.testing.do_bench(fn, warmup=5, rep=50, return_mode="median")
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def grad_err(got: dict, want: dict) -> float:
@@ -80,31 +66,12 @@ def exact_gradients(inr: INR, layout: Layout, norm: float, probe: dict) -> dict:
     return {n: p.grad.float() for n, p in exact.named_parameters()}
 
 
-def rel_err(got: dict, want: dict) -> float:
-    scale = max(w.abs().max().item() for w in want.values())
-    return max((got[n] - want[n]).abs().max().item() for n in want) / scale
-
-
-def gemm_floor(inr: INR, num_rows: int, device: torch.device, dtype: torch.dtype):
-    """The MLP's matmuls alone, one GEMM per layer over all rows (random inputs): the speed floor."""
-    h, d, o = inr.hidden_dim, inr.in_features, inr.output_dim
-    x, y = torch.randn(num_rows, d, device=device, dtype=dtype), torch.randn(num_rows, h, device=device, dtype=dtype)
-    w0, wr = torch.randn(d, h, device=device, dtype=dtype), torch.randn(h, h, device=device, dtype=dtype)
-    wo = torch.randn(h, o, device=device, dtype=dtype)
-
-    def run():
-        torch.mm(x, w0)
-        for _ in range(inr.num_layers - 1):
-            torch.mm(y, wr)
-        torch.mm(y, wo)
-    return run, 2 * num_rows * h * (d + (inr.num_layers - 1) * h + o)
-
-
 def tf32_forward(inr: INR, layout: Layout, norm: float):
     """The kernel with TF32 tensor-core inputs (not reachable through generate(): measured here only)."""
     device = next(inr.parameters()).device
     cfg = launch.config(inr.output_dim, "tf32")
-    segs, tiles = tb._plan(layout, inr.output_dim, device, cfg.block_m)
+    table = layout.segment_table(inr.output_dim, cfg.block_m)
+    segs, tiles = table.tensor(device), table.tiles(device)
     freqs = frequencies(inr.freq_low, inr.freq_high, device)
     weights = inr.stacked()
     return lambda: layout.views(inr_forward(
@@ -119,7 +86,7 @@ def gradients(inr: INR, layout: Layout, norm: float, backend: str, probe: dict, 
     if backend == "eager":
         device = next(inr.parameters()).device
         req = Request(float(norm), 1, 0.0, "reference", None, None, torch.float32, device)
-        out = layout.views(torch_backend.generate_eager(inr, layout, req, True))
+        out = layout.views(torch_backend.inr_forward_eager(inr, layout, req, True))
     else:
         out = generate(inr, layout, norm=norm, backend=backend, check_finite=False, **kw)
     sum((out[n] * probe[n]).sum() for n in out).backward()
@@ -179,9 +146,9 @@ def run_case(name: str, case: dict, device: torch.device, rows: list, failures: 
         t_tri = bench(lambda: gen("triton"))
         t_bf16 = bench(lambda: gen("triton", dtype=low))
         t_tf32 = bench(tf32_forward(inr, layout, norm))
-        floor32, flops = gemm_floor(inr, layout.num_rows, device, torch.float32)
+        floor32, flops = gemm_floor(inr, [layout.num_rows], device, torch.float32)
         t_gemm = bench(floor32)
-        t_gemm16 = bench(gemm_floor(inr, layout.num_rows, device, low)[0])
+        t_gemm16 = bench(gemm_floor(inr, [layout.num_rows], device, low)[0])
     t_tri_fb = bench(lambda: gradients(inr, layout, norm, "triton", probe))
     t_torch_fb = bench(lambda: gradients(inr, layout, norm, "torch", probe))
     if device.type == "cuda":  # the training path with TF32 tensor cores: its speed and its gradients' error

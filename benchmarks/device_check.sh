@@ -45,7 +45,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a limit, append its output to
 step gpu_tests 120 "$PY" -m pytest -q tests/test_generate.py tests/test_cuda_backend.py
 step triton 150 "$PY" benchmarks/device_check.py
 step cuda 120 "$PY" benchmarks/device_check_cuda.py
-step torch 60 "$PY" benchmarks/bench_generate.py --device cuda --skip-reference --repeat 10
+step torch 60 "$PY" benchmarks/bench_inr_forward.py --device cuda --skip-reference --repeat 10 --csv "$OUT/bench_inr_forward.csv"
 step trainer 120 "$PY" benchmarks/bench_trainer.py --paper --device cuda --steps 5
 step trainer_tf32 120 "$PY" benchmarks/bench_trainer.py --paper --device cuda --steps 5 --tf32
 exit "$status"

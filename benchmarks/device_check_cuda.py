@@ -3,7 +3,7 @@
     python benchmarks/device_check_cuda.py [--case a|b|p|all] [--skip-grad]
     TRITON_INTERPRET=1 python benchmarks/device_check_cuda.py --dry-run     no GPU: checks the script itself
 
-Cases: a and b of bench_generate.py (ResNet20 last block with the paper INR 512/8/32; ResNet18 convs +
+Cases: a and b of bench_inr_forward.py (ResNet20 last block with the paper INR 512/8/32; ResNet18 convs +
 BatchNorms, 1.4M coordinates, INR 256/4/16) and p: the ResNet18 layout with the paper INR (the
 "~1M coordinates, paper INR" target). Needs a CUDA device and the extension: built by
 `pip install --no-build-isolation -e .` on the GPU machine, else compiled here on first use
@@ -11,16 +11,14 @@ BatchNorms, 1.4M coordinates, INR 256/4/16) and p: the ResNet18 layout with the 
 (a perf_counter median when triton is absent) beside the torch backend and, when usable, triton.
 Prints a markdown table, writes it to $OUT/device_check_cuda.md when OUT is set, and exits 1 when
 a correctness check fails (the speed target is reported, not enforced). A dry run takes every step
-on the CPU for bench_generate's tiny case, with the triton backend in its interpreter (and its
+on the CPU for bench_inr_forward's tiny case, with the triton backend in its interpreter (and its
 Philox noise) standing in for the cuda backend, and writes no file.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,8 +32,9 @@ from neumeta_fast.backends import cuda_backend  # noqa: E402
 from neumeta_fast.backends.request import philox_seed  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import CASES, TINY, resnet18_convs_and_bns  # noqa: E402
+from bench_inr_forward import CASES, TINY, resnet18_convs_and_bns  # noqa: E402
 from device_check import exact_gradients, grad_err, gradients  # noqa: E402  (the same gradient checks)
+from timing import bench_ms, rel_err  # noqa: E402
 
 CASES = dict(CASES, p=dict(shapes=resnet18_convs_and_bns, inr=dict(hidden_dim=512, num_layers=8, num_freqs=32),
                            norm=64.0))
@@ -69,30 +68,6 @@ def dry_run_target() -> Target:
         out.copy_(triton_philox_noise(out.shape[1], out.shape[0], scale, "reference", seed, out.device))
 
     return Target(torch.device("cpu"), "triton", (torch.float16,), fill_philox, 1)
-
-
-def bench_ms(fn, target: Target) -> float:
-    if target.device.type == "cuda":
-        try:
-            import triton.testing
-        except ImportError:
-            pass
-        else:
-            return triton.testing.do_bench(fn, warmup=3, rep=40, return_mode="median")
-    sync = torch.cuda.synchronize if target.device.type == "cuda" else lambda: None
-    fn()
-    times = []
-    for _ in range(target.repeat):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return (got - want).abs().max().item() / want.abs().max().item()
 
 
 def flat(weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -150,7 +125,7 @@ def check_case(name: str, c: dict, target: Target, skip_grad: bool) -> tuple[lis
         ms = {}
         for backend, dtype in runs:
             ms[backend, dtype] = bench_ms(lambda: generate(inr, layout, norm=norm, backend=backend, dtype=dtype,
-                                                           check_finite=False), target)
+                                                           check_finite=False), target.device, target.repeat)
         for (backend, dtype), t in ms.items():
             vs = ms[("torch", torch.float32)] / t
             extra = ""

@@ -8,9 +8,9 @@ scratch tiles ([block_m, width] each, written and read back by the same program,
 L1/L2): every GEMM is then tiled in K and N and registers never hold a whole hidden row. There is
 no [N, features] or [N, out] intermediate.
 
-Semantics are those of SPEC 2 and of `backends/torch_backend.py`. Reference-mode noise can send
-a row to the previous tensor's MLP (int(i + e) = i - 1 for e < 0): a tile then evaluates both
-candidate MLPs and picks per row (only tiles that contain such a row pay for it).
+Semantics: docs/spec.md §2-§10, the same function as `backends/torch_backend.py`. Reference-mode
+noise can send a row to the previous tensor's MLP (int(i + e) = i - 1 for e < 0, docs/spec.md §5):
+a tile then evaluates both candidate MLPs and picks per row (only tiles that contain such a row pay).
 """
 from __future__ import annotations
 
@@ -22,10 +22,20 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
+from neumeta_fast.layout import SEGMENT_COLUMNS, SegmentTable
+
 from .launch import PRECISIONS, LaunchConfig
 
-# Columns of the segment table (int64 [segments, 8]).
-SEG_COLUMNS = ("index", "rows", "cols", "a_size", "kernel_numel", "row_offset", "param_offset", "col_start")
+# Columns of the segment table (Layout.segment_table), by name.
+_SEG_WIDTH = tl.constexpr(len(SEGMENT_COLUMNS))
+_SEG_INDEX = tl.constexpr(SEGMENT_COLUMNS.index("index"))
+_SEG_ROWS = tl.constexpr(SEGMENT_COLUMNS.index("rows"))
+_SEG_COLS = tl.constexpr(SEGMENT_COLUMNS.index("cols"))
+_SEG_A_SIZE = tl.constexpr(SEGMENT_COLUMNS.index("a_size"))
+_SEG_KERNEL = tl.constexpr(SEGMENT_COLUMNS.index("kernel_numel"))
+_SEG_ROW_OFFSET = tl.constexpr(SEGMENT_COLUMNS.index("row_offset"))
+_SEG_PARAM_OFFSET = tl.constexpr(SEGMENT_COLUMNS.index("param_offset"))
+_SEG_COL_START = tl.constexpr(SEGMENT_COLUMNS.index("col_start"))
 # noise sources
 NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR = 0, 1, 2
 
@@ -49,27 +59,36 @@ def _sin_cos(angle, GPU: tl.constexpr):
 
 
 @triton.jit
-def _philox_noise(seed, k, grow, num_rows, scale, FIRST_NOISY: tl.constexpr, CHANNELS: tl.constexpr,
-                  GPU: tl.constexpr):
-    """Sample k's noise (U[0,1) - 0.5) * scale for global rows `grow`, six columns.
+def _uniform(bits):
+    """24 random bits -> float32 in [0, 1), every value exact (csrc/include/neumeta/philox.cuh)."""
+    return (bits >> 8).to(tl.float32) * (1.0 / 16777216.0)
 
-    Counter = 2 * (k * num_rows + row) (+1 for columns 4, 5): every value has its own counter.
+
+@triton.jit
+def _philox_noise(seed, k, grow, scale, FIRST_NOISY: tl.constexpr, CHANNELS: tl.constexpr, GPU: tl.constexpr):
+    """Sample k's noise (U[0,1) - 0.5) * scale for global rows `grow`, six columns (docs/spec.md §4).
+
+    Philox4x32-10 keyed by the seed, counters (row low word, k, 0, row high word) for columns 0-3 and
+    (row low word, k, 1, row high word) for columns 4, 5: the CUDA kernel's stream, value for value.
     Samples before FIRST_NOISY stay clean (sample 0 when averaging); "channels" keeps columns 1, 2 only.
     """
-    off = (k * num_rows + grow) * 2
-    u0, u1, u2, u3 = tl.rand4x(seed, off)
-    u4, u5, _, _ = tl.rand4x(seed, off + 1)
+    lo = grow.to(tl.uint32)
+    hi = (grow >> 32).to(tl.uint32)
+    sample = (grow * 0 + k).to(tl.uint32)
+    zero = sample * 0
+    a0, a1, a2, a3 = tl.philox(seed, lo, sample, zero, hi)
+    b0, b1, _, _ = tl.philox(seed, lo, sample, zero + 1, hi)
     keep = k >= FIRST_NOISY
-    zero = tl.zeros_like(u0)
-    n1 = tl.where(keep, _mul_rn(u1 - 0.5, scale, GPU), zero)
-    n2 = tl.where(keep, _mul_rn(u2 - 0.5, scale, GPU), zero)
+    fzero = tl.zeros(grow.shape, tl.float32)
+    n1 = tl.where(keep, _mul_rn(_uniform(a1) - 0.5, scale, GPU), fzero)
+    n2 = tl.where(keep, _mul_rn(_uniform(a2) - 0.5, scale, GPU), fzero)
     if CHANNELS:
-        return zero, n1, n2, zero, zero, zero
+        return fzero, n1, n2, fzero, fzero, fzero
     else:
-        return (tl.where(keep, _mul_rn(u0 - 0.5, scale, GPU), zero), n1, n2,
-                tl.where(keep, _mul_rn(u3 - 0.5, scale, GPU), zero),
-                tl.where(keep, _mul_rn(u4 - 0.5, scale, GPU), zero),
-                tl.where(keep, _mul_rn(u5 - 0.5, scale, GPU), zero))
+        return (tl.where(keep, _mul_rn(_uniform(a0) - 0.5, scale, GPU), fzero), n1, n2,
+                tl.where(keep, _mul_rn(_uniform(a3) - 0.5, scale, GPU), fzero),
+                tl.where(keep, _mul_rn(_uniform(b0) - 0.5, scale, GPU), fzero),
+                tl.where(keep, _mul_rn(_uniform(b1) - 0.5, scale, GPU), fzero))
 
 
 @triton.jit
@@ -188,29 +207,28 @@ def _inr_forward_kernel(out_ptr, tiles_ptr, seg_ptr, freq_ptr, noise_ptr, scratc
     for t in range(pid, num_tiles, tl.num_programs(0)):  # persistent: the scratch is per program
         seg = tl.load(tiles_ptr + 2 * t).to(tl.int64)
         r = tl.load(tiles_ptr + 2 * t + 1) + tl.arange(0, BLOCK_M)
-        meta = seg_ptr + seg * 8
-        index = tl.load(meta)
-        rows = tl.load(meta + 1)
-        cols = tl.load(meta + 2)
-        kernel = tl.load(meta + 4)
-        param_offset = tl.load(meta + 6)
-        col_start = tl.load(meta + 7)
+        meta = seg_ptr + seg * _SEG_WIDTH
+        index = tl.load(meta + _SEG_INDEX)
+        rows = tl.load(meta + _SEG_ROWS)
+        cols = tl.load(meta + _SEG_COLS)
+        kernel = tl.load(meta + _SEG_KERNEL)
+        param_offset = tl.load(meta + _SEG_PARAM_OFFSET)
+        col_start = tl.load(meta + _SEG_COL_START)
         valid = r < rows
-        grow = tl.load(meta + 5) + r
-        # exact coordinates [i, a, b, L, A, B] (b = 0, B = 1 for 1-D tensors: cols is 1 there)
+        grow = tl.load(meta + _SEG_ROW_OFFSET) + r
+        # exact coordinates [i, a, b, L, A, B] (b = 0, B = 1 for 1-D tensors: cols is 1 there), docs/spec.md §2
         fzero = tl.zeros((BLOCK_M,), dtype=tl.float32)
         e0 = fzero + index.to(tl.float32)
         e1 = (r // cols).to(tl.float32)
         e2 = (r % cols).to(tl.float32)
         e3 = fzero + num_tensors
-        e4 = fzero + tl.load(meta + 3).to(tl.float32)
+        e4 = fzero + tl.load(meta + _SEG_A_SIZE).to(tl.float32)
         e5 = fzero + cols.to(tl.float32)
         acc = tl.zeros((BLOCK_M, OP), dtype=tl.float32)
         for k in range(SAMPLES):
             c0, c1, c2, c3, c4, c5 = e0, e1, e2, e3, e4, e5
             if NOISE == 1:
-                n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, num_rows, noise_scale, FIRST_NOISY, CHANNELS,
-                                                       GPU)
+                n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, noise_scale, FIRST_NOISY, CHANNELS, GPU)
                 c0, c1, c2, c3, c4, c5 = c0 + n0, c1 + n1, c2 + n2, c3 + n3, c4 + n4, c5 + n5
             elif NOISE == 2:
                 base = noise_ptr + (k * num_rows + grow) * 6
@@ -221,7 +239,7 @@ def _inr_forward_kernel(out_ptr, tiles_ptr, seg_ptr, freq_ptr, noise_ptr, scratc
                     c3 += tl.load(base + 3, mask=valid, other=0.0)
                     c4 += tl.load(base + 4, mask=valid, other=0.0)
                     c5 += tl.load(base + 5, mask=valid, other=0.0)
-            # x = c / norm, then x[:3] /= x[3:] (correctly rounded divisions, in this order)
+            # x = c / norm, then x[:3] /= x[3:] (correctly rounded divisions, in this order: docs/spec.md §6)
             x3 = tl.math.div_rn(c3, norm)
             x4 = tl.math.div_rn(c4, norm)
             x5 = tl.math.div_rn(c5, norm)
@@ -253,7 +271,7 @@ def _philox_noise_kernel(out_ptr, num_rows, noise_scale, seed, FIRST_NOISY: tl.c
     k = tl.program_id(1)
     grow = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = grow < num_rows
-    n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, num_rows, noise_scale, FIRST_NOISY, CHANNELS, GPU)
+    n0, n1, n2, n3, n4, n5 = _philox_noise(seed, k, grow, noise_scale, FIRST_NOISY, CHANNELS, GPU)
     base = out_ptr + (k * num_rows + grow) * 6
     tl.store(base, n0, mask=valid)
     tl.store(base + 1, n1, mask=valid)
@@ -305,7 +323,7 @@ def inr_forward(weights: tuple[torch.Tensor, ...], segs: torch.Tensor, tiles: to
         source, noise_buf = (NOISE_PHILOX if noise_scale > 0 else NOISE_NONE), out
     gpu = _on_gpu(out)
     num_tiles = tiles.shape[0]
-    programs = min(num_tiles, cfg.max_programs(out.device))
+    programs = min(num_tiles, cfg.max_programs(out.device, gpu))
     sw = cfg.scratch_width(D, H)
     scratch = torch.empty(programs * 3 * cfg.block_m * sw, dtype=torch.float32, device=out.device)
     with torch.cuda.device(out.device) if out.is_cuda else nullcontext():

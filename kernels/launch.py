@@ -2,18 +2,12 @@
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 
 # Tensor-core input precisions the forward kernel knows; accumulation is float32 in all of them.
 PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
-
-
-def interpreting() -> bool:
-    """Whether Triton runs its CPU interpreter (decided when triton is first imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def next_pow2(n: int) -> int:
@@ -37,14 +31,18 @@ class LaunchConfig:
         """Row length of a program's scratch tiles: every K/N step stays inside it."""
         return -(-max(in_features, hidden) // self.block_k) * self.block_k
 
-    def max_programs(self, device: torch.device) -> int:
-        """Persistent grid size (each program owns a scratch slot); unbounded in the interpreter."""
-        if device.type != "cuda" or interpreting():
+    def max_programs(self, device: torch.device, compiled: bool) -> int:
+        """Persistent grid size (each program owns a scratch slot); unbounded where the kernels are
+        interpreted (compiled False: see kernels.inr_forward.interpreted)."""
+        if device.type != "cuda" or not compiled:
             return 1 << 30
         return self.programs_per_sm * _sm_count(device.index if device.index is not None else 0)
 
 
-def config(output_dim: int, precision: str = "ieee", block_m: int | None = None) -> LaunchConfig:
+BLOCK_M = 64  # coordinates per tile unless a caller asks for other tiles
+
+
+def config(output_dim: int, precision: str = "ieee", block_m: int = BLOCK_M) -> LaunchConfig:
     """Tile sizes for one INR shape and input precision.
 
     Every GEMM is tiled in K and N, so registers hold only [block_m, block_k] x [block_k, block_k]
@@ -56,5 +54,5 @@ def config(output_dim: int, precision: str = "ieee", block_m: int | None = None)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     fma = precision == "ieee"
-    return LaunchConfig(block_m=block_m or 64, block_k=32 if fma else 64, out_pad=max(16, next_pow2(output_dim)),
+    return LaunchConfig(block_m=block_m, block_k=32 if fma else 64, out_pad=max(16, next_pow2(output_dim)),
                         num_warps=4 if fma else 8, programs_per_sm=4)

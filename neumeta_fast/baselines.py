@@ -26,10 +26,6 @@ def evaluate(model: nn.Module, data: Dataset, task, batch_size: int = 512) -> di
     return {k: v / n for k, v in totals.items()}
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 128, seed: int = 0) -> nn.Module:
     """Re-estimate every BatchNorm's running statistics on `batches` training batches (cumulative mean),
     on the model's device."""

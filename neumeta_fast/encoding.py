@@ -1,4 +1,4 @@
-"""Coordinate normalisation and Fourier features of SPEC 2, vectorised (torch backend)."""
+"""Coordinate normalisation and Fourier features of docs/spec.md §6-§7, vectorised (torch backend)."""
 from __future__ import annotations
 
 import math

@@ -78,14 +78,15 @@ def generate(inr: INR, layout: Layout, *, norm: float, noise: float = 0.0, sampl
              check_finite: bool = True) -> dict[str, torch.Tensor]:
     """Generate every tensor of `layout` with `inr`; returns name -> view of one flat float32 buffer.
 
-    norm:         coordinate normaliser of SPEC 2 (64 for the CIFAR ResNet20 runs).
+    norm:         coordinate normaliser (docs/spec.md §6; 64 for the CIFAR ResNet20 runs).
     noise:        coordinate noise scale s (0 = exact coordinates).
     samples:      K > 1 averages the weights of K samples; sample 0 is noise-free.
     noise_mode:   "reference" (all six columns, bit-compatible) or "channels" (channel positions only).
     generator:    torch.Generator for the noise (reproducible weights).
     backend:      "auto", "torch", "triton" or "cuda" (see `neumeta_fast.backends()`).
     dtype:        MLP compute precision (float32 default; bfloat16/float16 trade accuracy for speed).
-    noise_tensor: explicit float32 [samples, rows, 6] noise used as given (restricted to the mode's columns).
+    noise_tensor: explicit float32 [samples, rows, 6] noise used as given (restricted to the mode's columns;
+                  in reference mode it may move a row to its own or the previous tensor's MLP only).
     check_finite: raise if an INR parameter (checked first) or a generated weight is NaN/inf.
     With grad enabled the result is differentiable w.r.t. the INR's parameters.
     Numbers may be Python or NumPy scalars; anything else (bool, str, tensor) is a TypeError.
@@ -96,9 +97,13 @@ def generate(inr: INR, layout: Layout, *, norm: float, noise: float = 0.0, sampl
         _check_finite_parameters(inr)
     if noise_tensor is not None:
         noise_tensor = noise_tensor.to(device)
+        if noise_mode == "reference":  # the one routing rule of every backend
+            error = _noise.routing_error(layout.coordinates(device)[:, 0], noise_tensor[..., 0])
+            if error is not None:
+                raise ValueError(error)
     request = Request(norm, samples, noise, noise_mode, generator, noise_tensor, dtype, device)
     needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
-    flat = resolve(backend, device, dtype, needs_grad).generate_flat(inr, layout, request)
+    flat = resolve(backend, device, dtype, needs_grad).inr_forward(inr, layout, request)
     if check_finite and not _all_finite(flat):
         raise ValueError("generated weights contain NaN or inf although the INR parameters are finite "
                          "(overflow in the MLP: check the INR's scale and the dtype)")

@@ -1,6 +1,6 @@
 """The implicit neural representation: one residual MLP per morphable tensor.
 
-Parameter names and shapes follow SPEC 2 so that checkpoints of the reference
+Parameter names and shapes follow docs/spec.md §11 so that checkpoints of the reference
 code load with `load_state_dict` unchanged:
 `model.{i}.initial_layer.{weight,bias}`, `model.{i}.residual_blocks.{b}.{weight,bias}`,
 `model.{i}.scalars.{b}` (0-d), `model.{i}.output_layer.{weight,bias}`.

@@ -1,6 +1,6 @@
 """Layout: the morphable tensors of one network -> coordinate table + scatter plan.
 
-The coordinate table follows SPEC 2: one float32 6-vector per (tensor i, row a,
+The coordinate table follows docs/spec.md §2: one float32 6-vector per (tensor i, row a,
 column b), `[i, a, b, L, A, B]` for 4-D and 2-D tensors (a-major, then b),
 `[i, a, 0, L, A, 1]` for 1-D tensors, tensors in list order.
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class Segment:
     shape: tuple[int, ...]
     index: int  # i: which MLP of the INR generates it (its position in the full list)
     rows: int  # coordinates (A*B for 4-D/2-D, A for 1-D)
-    cols: int  # B (1 for 1-D): the divisor column of SPEC 2
+    cols: int  # B (1 for 1-D): the divisor column (docs/spec.md §9)
     kernel_numel: int  # kh*kw for 4-D, 1 otherwise
     row_offset: int  # first row in the coordinate table
     param_offset: int  # first element in the flat output buffer
@@ -51,6 +51,51 @@ class Segment:
     def col_start(self, output_dim: int) -> int:
         """First INR output used: the centre slice for kernels smaller than output_dim."""
         return centre_start(self.kernel_numel, output_dim) if len(self.shape) == 4 else 0
+
+
+class SegmentRow(NamedTuple):
+    """One tensor's row of the segment table (docs/spec.md §10): all a fused kernel needs to rebuild the
+    tensor's coordinates and to scatter its outputs. The field order is the table's column order."""
+
+    index: int         # i: the tensor's MLP (coordinate column 0)
+    rows: int          # coordinates: A*B (4-D, 2-D) or A (1-D)
+    cols: int          # B, 1 for 1-D (coordinate column 5, the divisor)
+    a_size: int        # A (coordinate column 4)
+    kernel_numel: int  # outputs per coordinate: kh*kw for 4-D, 1 otherwise
+    row_offset: int    # first row in the coordinate table
+    param_offset: int  # first element in the flat output buffer
+    col_start: int     # first INR output used (the centre slice)
+    tile_start: int    # first tile of the tensor (tiles of `tile_rows` rows never cross tensors)
+
+
+SEGMENT_COLUMNS = SegmentRow._fields
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """The segment table of a layout for one INR output width and tile height: one SegmentRow per tensor."""
+
+    rows: tuple[SegmentRow, ...]
+    tile_rows: int
+    num_tiles: int
+    _tensors: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def tensor(self, device: torch.device) -> torch.Tensor:
+        """int64 [segments, len(SEGMENT_COLUMNS)], the kernels' view of the table (cached per device)."""
+        device = torch.device(device)
+        key = ("table", device)
+        if key not in self._tensors:
+            self._tensors[key] = torch.tensor(self.rows, dtype=torch.int64).to(device)
+        return self._tensors[key]
+
+    def tiles(self, device: torch.device) -> torch.Tensor:
+        """int32 [num_tiles, 2]: (segment, first row) of every tile, in order (cached per device)."""
+        device = torch.device(device)
+        key = ("tiles", device)
+        if key not in self._tensors:
+            tiles = [(s, r) for s, row in enumerate(self.rows) for r in range(0, row.rows, self.tile_rows)]
+            self._tensors[key] = torch.tensor(tiles, dtype=torch.int32).view(-1, 2).to(device)
+        return self._tensors[key]
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -112,6 +157,7 @@ class Layout:
         self.num_rows = row
         self.numel = elem
         self._coords: dict[torch.device, torch.Tensor] = {}
+        self._tables: dict[tuple[int, int], SegmentTable] = {}
         # subset layouts (their coordinate tables and the backends' plans live on them) by tensor names
         self._subsets: dict[frozenset, Layout] = {}
 
@@ -203,7 +249,7 @@ class Layout:
                              f"has {total / _GIB:.3g} GiB in total")
 
     def coordinates(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """float32 [num_rows, 6] coordinate table of SPEC 2 (cached per device; do not modify)."""
+        """float32 [num_rows, 6] coordinate table of docs/spec.md §2 (cached per device; do not modify)."""
         device = torch.device(device or "cpu")
         table = self._coords.get(device)
         if table is None:
@@ -231,6 +277,19 @@ class Layout:
         a_column = torch.zeros(a_size, 1, 6, device=out.device)
         a_column[:, 0, 1] = torch.arange(a_size, dtype=torch.float32, device=out.device)
         torch.add(template, a_column, out=out)
+
+    def segment_table(self, output_dim: int, tile_rows: int = 1) -> SegmentTable:
+        """The segment table for an INR of `output_dim` outputs, tiles of `tile_rows` rows (built once)."""
+        key = (output_dim, tile_rows)
+        table = self._tables.get(key)
+        if table is None:
+            rows, tile = [], 0
+            for s in self.segments:
+                rows.append(SegmentRow(s.index, s.rows, s.cols, s.shape[0], s.kernel_numel, s.row_offset,
+                                       s.param_offset, s.col_start(output_dim), tile))
+                tile += -(-s.rows // tile_rows)
+            table = self._tables[key] = SegmentTable(tuple(rows), tile_rows, tile)
+        return table
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The target tensors as views of one flat buffer."""

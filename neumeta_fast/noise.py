@@ -1,4 +1,4 @@
-"""Coordinate noise of SPEC 2: the reference's mode and the channel-only mode.
+"""Coordinate noise (docs/spec.md §3): the reference's mode and the channel-only mode.
 
 - "reference": `(U[0,1) - 0.5) * s` on all six columns, so the noisy column 0 picks
   the MLP (truncation toward zero) and the noisy column 5 is the divisor. Bit-compatible
@@ -8,6 +8,7 @@
   layer index and sizes stay exact.
 
 With `samples > 1`, sample 0 is noise-free and samples 1..K-1 are noisy (as the reference).
+Explicit reference-mode noise follows the routing rule of docs/spec.md §5 (`routing_error`).
 """
 from __future__ import annotations
 
@@ -60,3 +61,22 @@ def draw(num_rows: int, scale: float, generator: torch.Generator | None, device:
     """One sample's raw noise, `(U[0,1) - 0.5) * scale`, float32 [num_rows, 6]."""
     u = torch.rand(num_rows, 6, generator=generator, device=device, dtype=torch.float32)
     return (u - 0.5) * scale
+
+
+def routing_error(own: torch.Tensor, noise_col0: torch.Tensor) -> str | None:
+    """Why explicit reference-mode noise breaks the routing rule (docs/spec.md §5), or None if it keeps it.
+
+    own: column 0 of the exact coordinates [rows]; noise_col0: the noise on it [samples, rows]. A row may
+    move to its own tensor's MLP or the previous one's, int(i + noise) in {i - 1, i} and >= 0: what drawn
+    noise (|noise| <= 1/2) does, and what every backend evaluates.
+    """
+    index = own.to(torch.int64)
+    routed = (own + noise_col0).to(torch.int64)  # float32 sum, truncated toward zero: as the backends route
+    bad = (routed != index) & ((routed != index - 1) | (routed < 0))
+    if not bool(bad.any()):
+        return None
+    k, r = (int(v) for v in bad.nonzero()[0])
+    return (f"noise_tensor[{k}, {r}, 0] = {noise_col0[k, r].item():g} moves coordinate row {r} of tensor "
+            f"{int(index[r])} to layer index {int(routed[k, r])}: in noise_mode='reference' explicit noise may move "
+            "a row to its own or the previous tensor's MLP only (int(i + noise) in {i - 1, i}, as drawn noise "
+            "does); use noise_mode='channels' for larger noise")

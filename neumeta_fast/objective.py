@@ -1,4 +1,4 @@
-"""The training objective of SPEC 2: task loss + L2 penalty + reconstruction, and the tasks' metrics.
+"""The training objective of docs/spec.md §12: task loss + L2 penalty + reconstruction, and the tasks' metrics.
 
 Reconstruction terms (per tensor, averaged over tensors):
 - "reference":  mean((W - W_gt)^2 * w) with w = (|W_gt| + 1e-6) / max(|W_gt| + 1e-6), the authors'

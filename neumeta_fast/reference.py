@@ -1,4 +1,4 @@
-"""Plain reference implementation of SPEC 2, written literally (loops, masks, `unique`).
+"""Plain reference implementation of docs/spec.md §2-§10, written literally (loops, masks, `unique`).
 
 Used only as the oracle in tests and the baseline in benchmarks: it mirrors the order of
 operations of the authors' code, not its speed.

@@ -1,4 +1,4 @@
-"""NeuMeta training: an INR learns to generate a model family's weights at any width (SPEC 2).
+"""NeuMeta training: an INR learns to generate a model family's weights at any width (docs/spec.md §12).
 
 Per step: draw a width from the training set, generate that width's morphed tensors with the
 INR (jittered coordinates), plug them into one cached module of that width with
@@ -57,7 +57,7 @@ class TrainConfig:
     ce_weight: float = 1.0
     reg_weight: float = 1e-4
     recon_weight: float = 10.0  # the paper's configs use 1, 10 or 100; recon only acts at the full width
-    recon: str = "normalised"  # or "reference" (SPEC 2's |W_gt|/max weighting); measured in RESULTS.md
+    recon: str = "normalised"  # or "reference" (the |W_gt|/max weighting of docs/spec.md §12); measured in RESULTS.md
     prefit_steps: int = 600  # recon-only steps at the full width before task training
     prefit_lr: float = 3e-3
     # Coordinate noise in channel units. Measured on the demo (RESULTS.md): any jitter blurs
@@ -279,7 +279,7 @@ class Trainer:
                 "recon": float(recon.detach()), "lr": self.scheduler.get_last_lr()[0]}
 
     def _split(self, layout: Layout) -> tuple[Layout, Layout | None]:
-        """SPEC 2's tensor subset: `ratio` of the tensors get gradients, the rest are generated without."""
+        """The tensor subset of docs/spec.md §12: `ratio` of the tensors get gradients, the rest are generated without."""
         if self.config.ratio >= 1:
             return layout, None
         k = max(1, round(self.config.ratio * len(layout)))

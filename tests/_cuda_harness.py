@@ -64,11 +64,11 @@ def noise(dll: ctypes.CDLL, seed: int, samples: int, rows: int, scale: float, mo
 def forward(dll: ctypes.CDLL, inr: INR, layout: Layout, req: Request, seed: int = 0) -> torch.Tensor:
     """The float32 kernel run by the harness on the backend's own packed weights and segment table."""
     w0t, b0, wbt, bb, scalars, wo, bo = inr.stacked(torch.float32, column_multiple=256)
-    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    table = layout.segment_table(inr.output_dim, 32)
     out = torch.full((layout.numel,), float("nan"))
     noise_tensor = None if req.noise_tensor is None else req.noise_tensor.contiguous()
     dll.nm_forward(*(ptr(t) for t in (w0t, b0, wbt, bb, scalars, wo, bo)), inr.num_tensors, w0t.shape[1],
-                   w0t.shape[2], wbt.shape[1], wo.shape[1], wo.shape[2], ptr(table), len(layout), tiles,
+                   w0t.shape[2], wbt.shape[1], wo.shape[1], wo.shape[2], ptr(table.tensor("cpu")), len(layout), table.num_tiles,
                    ptr(noise_tensor), seed, req.noise, req.samples, cuda_backend._NOISE_MODES[req.noise_mode],
                    req.norm, inr.freq_low, inr.num_freqs, layout.num_rows, ptr(out))
     return out

@@ -164,7 +164,7 @@ def check_path_order(x: torch.Tensor, seed: int) -> None:
     assert tsp.cost(d, order.numpy()) == tsp.cost(d, tsp.solve(d, seed=seed))
 
 
-# -- the ops (csrc/cpu/coordinates.cpp, resmlp.cpp), on inputs they accept ----------------------
+# -- the ops (csrc/cpu/coordinates.cpp, inr_forward.cpp), on inputs they accept ----------------------
 def check_coordinates(index: int, num_tensors: int, a_size: int, b_size: int) -> None:
     cols = b_size
     out = torch.full((a_size * b_size, 6), math.nan)
@@ -181,8 +181,8 @@ def _eager_tail(h: torch.Tensor, blocks, wo, bo) -> torch.Tensor:
     return h @ wo.T + bo
 
 
-def check_resmlp(rows: int, width: int, hidden: int, depth: int, out_dim: int, seed: int) -> None:
-    """resmlp_forward and resmlp_forward_separable against the eager formula."""
+def check_inr_forward(rows: int, width: int, hidden: int, depth: int, out_dim: int, seed: int) -> None:
+    """inr_forward and inr_forward_separable against the eager formula."""
     gen = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
     blocks = [(rand(hidden, hidden), rand(hidden), float(rand(()))) for _ in range(depth)]
@@ -190,14 +190,14 @@ def check_resmlp(rows: int, width: int, hidden: int, depth: int, out_dim: int, s
     tail = _C.ResMLPTail([w for w, _, _ in blocks], [b for _, b, _ in blocks], [s for _, _, s in blocks], wo, bo)
     pe, w0, b0 = rand(rows, width), rand(hidden, width), rand(hidden)
     want = _eager_tail(torch.relu(pe @ w0.T + b0), blocks, wo, bo)
-    torch.testing.assert_close(_C.resmlp_forward(pe, w0, b0, tail), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    torch.testing.assert_close(_C.inr_forward(pe, w0, b0, tail), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
     a_size, b_size = rows, width
     u, v = rand(a_size, hidden), rand(b_size, hidden)
     start = int(torch.randint(0, a_size * b_size, (), generator=gen))
     count = int(torch.randint(0, a_size * b_size - start + 1, (), generator=gen))
     r = torch.arange(start, start + count)
     want = _eager_tail(torch.relu(u[r // b_size] + v[r % b_size]), blocks, wo, bo)
-    got = _C.resmlp_forward_separable(u, v, start, count, tail)
+    got = _C.inr_forward_separable(u, v, start, count, tail)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * (want.abs().max().item() if count else 1))
 
 
@@ -231,7 +231,7 @@ def properties(examples: int, guard: Callable[[Callable], Callable] = lambda che
         "rejects": run(given(bad_inputs())(guard(check_rejected))),
         "path_order": run(given(features(), seeds)(guard(check_path_order))),
         "coordinates": run(given(sizes(0, 9), sizes(1, 10), sizes(1, 70), sizes(1, 40))(guard(check_coordinates))),
-        "resmlp": run(given(sizes(1, 70), sizes(1, 9), sizes(1, 20), sizes(0, 3), sizes(1, 9), seeds)(
-            guard(check_resmlp))),
+        "inr_forward": run(given(sizes(1, 70), sizes(1, 9), sizes(1, 20), sizes(0, 3), sizes(1, 9), seeds)(
+            guard(check_inr_forward))),
         "generate": run(given(seeds, sizes(1, 5), st.sampled_from([0.0, 0.5]), sizes(1, 2))(guard(check_generate))),
     }

@@ -1,7 +1,7 @@
-"""Session-wide test set-up.
+"""Test set-up for the whole run.
 
 Without a GPU, Triton kernels can only run in its interpreter, which must be chosen before triton is
-first imported (by any test module): set it here, for the whole session.
+first imported (by any test module): set it here, for the whole run.
 
 Property-based tests draw the same examples on every run (derandomized), so CI cannot fail on a draw
 the last run did not make; NEUMETA_FUZZ_RANDOM=1 draws fresh ones for exploring.

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "neumeta/coords.cuh"
+#include "neumeta/coordinates.cuh"
 #include "neumeta/mlp.cuh"
 #include "neumeta/philox.cuh"
 
@@ -89,7 +89,7 @@ void nm_scatter(const int64_t* table, int num_segments, int out_dim, int64_t* ro
   const SegmentDesc* segs = reinterpret_cast<const SegmentDesc*>(table);
   for (int i = 0; i < num_segments; ++i) {
     const SegmentDesc& s = segs[i];
-    const int col0 = centre_slice_start(s.ndim, s.kernel_numel, out_dim);
+    const int col0 = static_cast<int>(s.col_start);
     for (int64_t local = 0; local < s.rows; ++local)
       for (int j = 0; j < s.kernel_numel; ++j) {
         row_of[scatter_index(s, local, j)] = s.row_offset + local;
@@ -99,7 +99,7 @@ void nm_scatter(const int64_t* table, int num_segments, int out_dim, int64_t* ro
 }
 
 // The float32 kernel on the CPU: same arguments as neumeta_fast::inr_forward (weights packed by
-// INR.stacked(column_multiple=256), segments from cuda_backend._segment_table with 32 rows).
+// INR.stacked(column_multiple=256), segments from Layout.segment_table with 32-row tiles).
 void nm_forward(const float* w0t, const float* b0, const float* wbt, const float* bb, const float* scalars,
                 const float* wo, const float* bo, int num_tensors, int in_pad, int ldw, int blocks, int out_dim,
                 int hidden_pad, const int64_t* table, int num_segments, int64_t num_tiles, const float* noise,
@@ -114,7 +114,7 @@ void nm_forward(const float* w0t, const float* b0, const float* wbt, const float
     const int64_t first = (tile - s.tile_start) * kRows;
     const int count = static_cast<int>(s.rows - first < kRows ? s.rows - first : kRows);
     const int kn = static_cast<int>(s.kernel_numel);
-    const int col0 = centre_slice_start(s.ndim, s.kernel_numel, out_dim);
+    const int col0 = static_cast<int>(s.col_start);
     std::vector<float> sum(kRows * kn, 0.0f);
     for (int sample = 0; sample < samples; ++sample) {
       for (int r = 0; r < kRows; ++r) {

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["bench_generate", "bench_orientation", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check", "device_check",
+SCRIPTS = ["bench_inr_forward", "bench_orientation", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check",
+           "device_check",
            "device_check_cuda"]
 
 
@@ -29,8 +30,11 @@ def script(request, monkeypatch):
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+HELPERS = ["timing"]  # imported by the scripts, not run
+
+
 def test_every_script_is_covered():
-    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted(SCRIPTS)
+    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted(SCRIPTS + HELPERS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, indirect=True)
@@ -88,7 +92,7 @@ def _stub_optional_solvers(module, monkeypatch):
 
 
 DRY_RUN_SHOWS = {
-    "bench_generate": ["| tiny | | reference implementation |", "| tiny | | peak extra memory |"],
+    "bench_inr_forward": ["| tiny | | reference implementation |", "| tiny | | peak extra memory |"],
     "bench_orientation": ["| heavy_first |", "| light_first |", "| solver |"],
     "bench_smooth": ["smooth() end to end", "path cost"],
     "bench_trainer": ["| fast (generate, backend auto) |", "| reference (reference_generate) |"],
@@ -111,3 +115,14 @@ def test_dry_run(script, capsys, monkeypatch):
     for line in DRY_RUN_SHOWS[script.__name__]:
         assert line in out
     assert "FAIL" not in out and "not importable" not in out  # bench_tsp: the stand-ins' columns ran too
+
+
+@pytest.mark.parametrize("script", ["bench_inr_forward"], indirect=True)
+def test_inr_forward_providers_and_csv(script, capsys, tmp_path):
+    """--provider reference times the reference alone; --csv writes the printed table."""
+    path = tmp_path / "table.csv"
+    script.main(["--dry-run", "--provider", "reference", "--csv", str(path)])
+    out = capsys.readouterr().out
+    assert "| tiny | | reference implementation |" in out and "GEMM floor" not in out
+    lines = path.read_text().splitlines()
+    assert lines[0] == "case,size,what,median,ratio" and any(",reference implementation," in line for line in lines)

@@ -77,7 +77,7 @@ def test_explicit_noise_outside_the_mlps_is_refused(host_kernel):
     layout = _small_layout()
     noise = torch.zeros(1, layout.num_rows, 6)
     noise[0, 0, 0] = -1.5  # row 0 belongs to tensor 0: int(-1.5) = -1
-    with pytest.raises(ValueError, match="outside the INR's"):
+    with pytest.raises(ValueError, match="to layer index -1"):
         generate(_small_inr(0), layout, norm=48, noise=1.0, noise_tensor=noise, backend="cuda")
 
 
@@ -227,9 +227,9 @@ def test_meta_kernel_gives_the_output_shape(device):
     layout = _layout(1)
     inr = _inr(layout, 1, device)
     packed = [t.to("meta") for t in inr.stacked(torch.float32, column_multiple=256)]
-    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
-    out = torch.ops.neumeta_fast.inr_forward(*packed, table.to("meta"), None, 0, 0.0, 1, 0, 64.0, 0, 8,
-                                             layout.num_rows, tiles, layout.numel)
+    table = layout.segment_table(inr.output_dim, 32)
+    out = torch.ops.neumeta_fast.inr_forward(*packed, table.tensor("meta"), None, 0, 0.0, 1, 0, 64.0, 0, 8,
+                                             layout.num_rows, table.num_tiles, layout.numel)
     assert out.device.type == "meta" and out.shape == (layout.numel,) and out.dtype == torch.float32
 
 

@@ -3,6 +3,7 @@ parse) with this machine's nvcc; the kernel's shared math, run on the host throu
 tests/cuda_harness.cpp, matches the torch backend."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -18,6 +19,7 @@ from neumeta_fast import INR, Layout
 from neumeta_fast.backends import cuda_backend, torch_backend
 from neumeta_fast.backends.request import Request
 from neumeta_fast.encoding import fourier_features, frequencies, normalise
+from neumeta_fast.layout import SEGMENT_COLUMNS
 
 ROOT = harness.ROOT
 ARCHS = ("80", "90")
@@ -53,6 +55,13 @@ def compiled(tmp_path_factory) -> dict[tuple[str, str], subprocess.CompletedProc
     with ThreadPoolExecutor(max_workers=max(2, len(jobs))) as pool:
         results = pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True), jobs.values())
         return dict(zip(jobs, results))
+
+
+def test_segment_desc_follows_the_segment_table():
+    """The CUDA struct reads Layout.segment_table's rows: the same fields in the same order (docs/spec.md §10)."""
+    source = (ROOT / "csrc" / "include" / "neumeta" / "common.cuh").read_text()
+    body = re.search(r"struct SegmentDesc \{(.*?)\};", source, re.S).group(1)
+    assert tuple(re.findall(r"int64_t (\w+);", body)) == SEGMENT_COLUMNS
 
 
 def test_there_are_cuda_sources():
@@ -127,9 +136,10 @@ def test_noise_stream_statistics(dll, mode):
 
 def test_coordinates_tile_by_tile(dll):
     layout = _layout()
-    table, tiles = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    table = layout.segment_table(9, 32)
     out = torch.full((layout.num_rows, 6), float("nan"))
-    dll.nm_coordinates(harness.ptr(table), len(layout), layout.num_tensors, 32, tiles, harness.ptr(out))
+    dll.nm_coordinates(harness.ptr(table.tensor("cpu")), len(layout), layout.num_tensors, 32, table.num_tiles,
+                       harness.ptr(out))
     assert torch.equal(out, layout.coordinates())
 
 
@@ -157,7 +167,7 @@ def test_route_truncates_toward_zero(dll):
 @pytest.mark.parametrize("out_dim", [9, 25])
 def test_scatter_and_centre_slice(dll, out_dim):
     layout = _layout(out_dim)
-    table, _ = cuda_backend._segment_table(layout, 32, torch.device("cpu"))
+    table = layout.segment_table(out_dim, 32).tensor("cpu")
     row_of = torch.full((layout.numel,), -1, dtype=torch.int64)
     col_of = torch.full((layout.numel,), -1, dtype=torch.int32)
     dll.nm_scatter(harness.ptr(table), len(layout), out_dim, harness.ptr(row_of), harness.ptr(col_of))
@@ -198,7 +208,7 @@ def test_host_forward_matches_torch_backend(dll, config):
     inr = _inr(layout, 0, **config)
     req = _request(layout)
     with torch.no_grad():
-        _close(harness.forward(dll, inr, layout, req), torch_backend.generate_flat(inr, layout, req))
+        _close(harness.forward(dll, inr, layout, req), torch_backend.inr_forward(inr, layout, req))
 
 
 @pytest.mark.parametrize("mode", ["reference", "channels"])
@@ -210,7 +220,7 @@ def test_host_forward_with_given_noise_and_samples(dll, mode):
     noise = (torch.rand(3, layout.num_rows, 6, generator=g) - 0.5) * 0.9
     req = _request(layout, samples=3, noise=0.9, mode=mode, noise_tensor=noise)
     with torch.no_grad():
-        expected = torch_backend.generate_flat(inr, layout, req)
+        expected = torch_backend.inr_forward(inr, layout, req)
         _close(harness.forward(dll, inr, layout, req), expected)
 
 
@@ -226,7 +236,7 @@ def test_host_forward_philox_equals_its_materialised_noise(dll, mode):
     if mode == "reference":
         assert routed.any(), "the test needs rows sent to a neighbouring MLP"
     with torch.no_grad():
-        expected = torch_backend.generate_flat(inr, layout, _request(layout, samples=4, noise=1.0, mode=mode,
+        expected = torch_backend.inr_forward(inr, layout, _request(layout, samples=4, noise=1.0, mode=mode,
                                                                      noise_tensor=materialised))
         _close(harness.forward(dll, inr, layout, req, seed), expected)
 

@@ -253,9 +253,9 @@ def test_separable_row_ranges(a_size, b_size, row_start, rows):
     tail = _C.ResMLPTail([], [], [], wo, bo)
     if not (0 <= row_start and 0 <= rows and row_start + rows <= a_size * b_size):
         with pytest.raises(ValueError, match="outside"):
-            _C.resmlp_forward_separable(u, v, row_start, rows, tail)
+            _C.inr_forward_separable(u, v, row_start, rows, tail)
         return
     with poisoned_allocations():
-        got = _C.resmlp_forward_separable(u, v, row_start, rows, tail)
+        got = _C.inr_forward_separable(u, v, row_start, rows, tail)
     pre = (u[:, None] + v[None]).reshape(-1, hidden)[row_start:row_start + rows]
     torch.testing.assert_close(got, torch.relu(pre) @ wo.T + bo)

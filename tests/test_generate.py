@@ -1,4 +1,4 @@
-"""generate() on the torch backend against the literal reference implementation (SPEC 2)."""
+"""generate() on the torch backend against the literal reference implementation (docs/spec.md)."""
 import importlib
 import random
 
@@ -194,6 +194,31 @@ def test_explicit_noise_outside_layer_range_is_rejected():
     eps[0, 0, 0] = -1.5  # row of tensor 0 -> layer index -1
     with pytest.raises(ValueError, match="layer index"):
         generate(inr, layout, norm=16, noise_tensor=eps)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton", "cuda"])
+def test_routing_rule_is_one_for_every_backend(backend, monkeypatch):
+    """Explicit reference-mode noise may move a row to its own or the previous tensor's MLP only (docs/spec.md
+    §5): generate() refuses anything else before a backend runs, the same on every backend."""
+    _, layout, inr = case(0)
+    backend_module = importlib.import_module(f"neumeta_fast.backends.{backend}_backend")
+    ran = []
+    monkeypatch.setattr(backend_module, "unavailable_reason", lambda device: None)
+    monkeypatch.setattr(backend_module, "inr_forward", lambda inr, layout, req: ran.append(1) or torch.zeros(layout.numel))
+    last = layout.segments[-1]
+    for column0, row, routed in ((1.2, last.row_offset, last.index + 1), (-1.5, last.row_offset, last.index - 2),
+                                 (-1.2, 0, -1)):
+        eps = torch.zeros(1, layout.num_rows, 6)
+        eps[0, row, 0] = column0
+        with pytest.raises(ValueError, match=rf"noise_tensor\[0, {row}, 0\] .* to layer index {routed}"):
+            generate(inr, layout, norm=16, noise_tensor=eps, backend=backend)
+    assert not ran, "refused before the backend runs"
+    eps = torch.zeros(1, layout.num_rows, 6)
+    eps[0, last.row_offset:, 0] = -0.4  # the previous MLP: allowed
+    generate(inr, layout, norm=16, noise_tensor=eps, backend=backend)
+    eps[0, 0, 0] = 1.6  # channel mode never routes
+    generate(inr, layout, norm=16, noise_tensor=eps, noise_mode="channels", backend=backend)
+    assert len(ran) == 2
 
 
 def test_non_finite_inputs_are_named():

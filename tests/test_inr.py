@@ -1,4 +1,4 @@
-"""INR module: state-dict layout of SPEC 2 and loading checks."""
+"""INR module: state-dict layout of docs/spec.md §11 and loading checks."""
 import numpy as np
 import pytest
 import torch

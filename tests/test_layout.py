@@ -1,4 +1,4 @@
-"""Layout: coordinate table and scatter plan against a literal enumeration (SPEC 2)."""
+"""Layout: coordinate table and scatter plan against a literal enumeration (docs/spec.md §2, §10)."""
 import random
 
 import numpy as np
@@ -170,3 +170,14 @@ def test_a_table_larger_than_memory_says_what_it_needs(shape):
     layout = Layout.from_shapes([("huge", shape)])
     with pytest.raises(ValueError, match=r"needs at least [0-9.e+]+ GiB on cpu .* has [0-9.]+ GiB in total"):
         layout.coordinates()
+
+
+def test_segment_table_rows_name_every_column():
+    """One table for every fused kernel (docs/spec.md §10): named columns, tiles that never cross tensors."""
+    layout = Layout.from_shapes([("c", (5, 3, 1, 1)), ("b", (5,)), ("l", (2, 40))])
+    table = layout.segment_table(9, 16)
+    assert [r.col_start for r in table.rows] == [4, 0, 0] and [r.a_size for r in table.rows] == [5, 5, 2]
+    assert [r.tile_start for r in table.rows] == [0, 1, 2] and table.num_tiles == 7
+    assert table.tensor("cpu").tolist() == [list(r) for r in table.rows]
+    assert table.tiles("cpu").tolist() == [[0, 0], [1, 0], [2, 0], [2, 16], [2, 32], [2, 48], [2, 64]]
+    assert layout.segment_table(9, 16) is table and layout.segment_table(25, 16) is not table

@@ -1,7 +1,7 @@
 """All of csrc/cpu (the path solver, the coordinate and ResMLP ops, their bindings) built with
 AddressSanitizer and UndefinedBehaviorSanitizer, fuzzed through the library: every property of
 tests/_fuzz.py (solve, lower_bound, cost, path_order, rejected inputs, fill_coordinates,
-resmlp_forward[_separable], generate) runs on the sanitized build in a child process
+inr_forward[_separable], generate) runs on the sanitized build in a child process
 (tests/_sanitize.py). Any sanitizer report, failed property or hung example fails the test.
 
 The first run builds into build/sanitize (about a minute on 2 cores); later runs recompile only

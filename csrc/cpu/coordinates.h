@@ -1,4 +1,4 @@
-// The coordinate rows of one layout tensor (SPEC 2), written by one pass over
+// The coordinate rows of one layout tensor (docs/spec.md §2), written by one pass over
 // the output: a broadcast add in torch has an inner dimension of 6 and runs at
 // a fraction of memory speed.
 #pragma once

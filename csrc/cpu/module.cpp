@@ -8,8 +8,8 @@
 #include <string>
 
 #include "coordinates.h"
-#include "resmlp.h"
-#include "resmlp_train.h"
+#include "inr_forward.h"
+#include "inr_train.h"
 #include "tsp.h"
 
 namespace py = pybind11;
@@ -68,27 +68,27 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "The largest |entry| off the diagonal tsp_solve accepts for n cities.");
   m.def("fill_coordinates", &neumeta::coordinates::fill, py::arg("out"), py::arg("index"), py::arg("num_tensors"),
         py::arg("a_size"), py::arg("b_size"), py::arg("cols"),
-        "Write one tensor's SPEC 2 coordinate rows into out [a_size * b_size, 6] (float32, CPU).",
+        "Write one tensor's coordinate rows (docs/spec.md §2) into out [a_size * b_size, 6] (float32, CPU).",
         py::call_guard<py::gil_scoped_release>());
-  using neumeta::resmlp::Tail;
+  using neumeta::inr_forward::Tail;
   py::class_<Tail>(m, "ResMLPTail", "The residual blocks and output layer of one ResMLP (contiguous float32 CPU tensors).")
       .def(py::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<double>, at::Tensor, at::Tensor>(),
            py::arg("block_weights"), py::arg("block_biases"), py::arg("scalars"), py::arg("wo"), py::arg("bo"));
-  m.def("resmlp_forward", &neumeta::resmlp::forward, py::arg("pe"), py::arg("w0"), py::arg("b0"), py::arg("tail"),
+  m.def("inr_forward", &neumeta::inr_forward::forward, py::arg("pe"), py::arg("w0"), py::arg("b0"), py::arg("tail"),
         "Inference forward of one ResMLP on features pe, bias + ReLU + scaled residual fused into one pass "
         "per block (no autograd). Releases the GIL.",
         py::call_guard<py::gil_scoped_release>());
-  m.def("resmlp_forward_separable", &neumeta::resmlp::forward_separable, py::arg("u"), py::arg("v"),
+  m.def("inr_forward_separable", &neumeta::inr_forward::forward_separable, py::arg("u"), py::arg("v"),
         py::arg("row_start"), py::arg("rows"), py::arg("tail"),
         "The same on rows [row_start, row_start + rows) of an A x B tensor whose first-layer pre-activation "
-        "is u[a] + v[b] (see csrc/cpu/resmlp.h). Releases the GIL.",
+        "is u[a] + v[b] (see csrc/cpu/inr_forward.h). Releases the GIL.",
         py::call_guard<py::gil_scoped_release>());
-  m.def("resmlp_train_forward", &neumeta::resmlp::train_forward, py::arg("z0"), py::arg("offsets"), py::arg("mlps"),
+  m.def("inr_train_forward", &neumeta::inr_train::forward, py::arg("z0"), py::arg("offsets"), py::arg("mlps"),
         py::arg("wr"), py::arg("br"), py::arg("sc"), py::arg("wo"), py::arg("bo"),
         "Training forward of the ResMLPs after their first layer, rows grouped by MLP: (out, h, t) "
-        "(see csrc/cpu/resmlp_train.h). Releases the GIL.",
+        "(see csrc/cpu/inr_train.h). Releases the GIL.",
         py::call_guard<py::gil_scoped_release>());
-  m.def("resmlp_train_backward", &neumeta::resmlp::train_backward, py::arg("gout"), py::arg("h"), py::arg("t"),
+  m.def("inr_train_backward", &neumeta::inr_train::backward, py::arg("gout"), py::arg("h"), py::arg("t"),
         py::arg("offsets"), py::arg("mlps"), py::arg("wr"), py::arg("sc"), py::arg("wo"),
         "Its backward: (dz0, dwr, dbr, dsc, dwo, dbo). Releases the GIL.",
         py::call_guard<py::gil_scoped_release>());

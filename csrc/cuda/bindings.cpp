@@ -81,8 +81,9 @@ at::Tensor inr_forward_cuda(const at::Tensor& w0t, const at::Tensor& b0, const a
   check_input(bo, "bo", dt, 2, w0t);
   check_input(segments, "segments", at::kLong, 2, w0t);
   NM_CHECK(w0t.is_cuda(), "inr_forward: tensors must be on a CUDA device, got ", w0t.device());
-  NM_CHECK(segments.size(1) == 8 && segments.size(0) > 0, "inr_forward: segments must be [n > 0, 8], got ",
-              segments.sizes());
+  constexpr int64_t kColumns = sizeof(neumeta::SegmentDesc) / sizeof(int64_t);
+  NM_CHECK(segments.size(1) == kColumns && segments.size(0) > 0, "inr_forward: segments must be [n > 0, ", kColumns,
+           "], got ", segments.sizes());
   NM_CHECK(noise_mode == neumeta::kNoiseReference || noise_mode == neumeta::kNoiseChannels,
               "inr_forward: noise_mode must be 0 (reference) or 1 (channels), got ", noise_mode);
   NM_CHECK(samples >= 1, "inr_forward: samples must be >= 1, got ", samples);

@@ -1,7 +1,7 @@
 """Backend registry: which implementations of `generate` exist, where they run, which `auto` picks.
 
 Each backend module exposes `NAME`, `unavailable_reason(device) -> str | None` and
-`generate_flat(inr, layout, request) -> Tensor`. A backend chosen by `auto` that fails to
+`inr_forward(inr, layout, request) -> Tensor`. A backend chosen by `auto` that fails to
 import is skipped quietly; one asked for by name raises the real reason.
 Set NEUMETA_BACKEND to override `auto`.
 """

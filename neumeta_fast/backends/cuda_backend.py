@@ -1,9 +1,9 @@
-"""The CUDA C++ backend: the whole generate() in one fused kernel launch (csrc/cuda/inr_fused.cu).
+"""The CUDA C++ backend: the whole generate() in one fused kernel launch (csrc/cuda/inr_forward.cu).
 
 Layers, each small: the torch ops `neumeta_fast::inr_forward` / `philox_noise` (csrc/cuda/bindings.cpp,
 CUDA and Meta kernels) <- `_launch` (the INR's stacked weights and the layout's segment table) <-
-`_Generate` (autograd: the fused backends' shared backward, kernels/inr_backward.py, on the same
-noise) <- `generate_flat`.
+`_InrForward` (autograd: the fused backends' shared backward, kernels/inr_backward.py, on the same
+noise) <- `inr_forward`, the backend entry point of `neumeta_fast.generate`.
 
 The extension `neumeta_fast._C_cuda` is built by setup.py where CUDA is usable. Without it the
 backend reports why; with NEUMETA_CUDA_JIT=1 it is compiled on first use instead (ninja + nvcc).
@@ -13,17 +13,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import weakref
 from pathlib import Path
 
 import torch
 
 from .. import noise as _noise
 from ..encoding import frequencies
-from ..inr import INR, check_mlp_index
+from ..inr import INR
 from ..kernels.inr_backward import inr_backward
 from ..layout import Layout
-from . import torch_train
 from .request import Request
 
 NAME = "cuda"
@@ -33,7 +31,6 @@ _NOISE_MODES = {"reference": 0, "channels": 1}
 _CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _BUILD_HINT = ("build it with `NEUMETA_FORCE_CUDA=1 pip install --no-build-isolation -e .` where nvcc and a CUDA "
                "build of torch are installed, or set NEUMETA_CUDA_JIT=1 to compile it on first use")
-_tables: "weakref.WeakKeyDictionary[Layout, dict]" = weakref.WeakKeyDictionary()
 
 
 def _jit_build() -> None:
@@ -69,33 +66,15 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def _segment_table(layout: Layout, tile_rows: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """int64 [segments, 8] rows of neumeta::SegmentDesc and the tile count (cached per layout)."""
-    cache = _tables.setdefault(layout, {})
-    key = (tile_rows, device)
-    if key not in cache:
-        rows, tile = [], 0
-        for s in layout.segments:
-            rows.append([s.row_offset, s.rows, s.cols, s.kernel_numel, len(s.shape), s.param_offset, s.index, tile])
-            tile += -(-s.rows // tile_rows)
-        cache[key] = (torch.tensor(rows, dtype=torch.int64).to(device), tile)
-    return cache[key]
-
-
-def _check_routes(layout: Layout, req: Request, num_tensors: int) -> None:
-    """Explicit reference-mode noise may move the layer index out of [0, L): refuse, as the torch backend."""
-    col0 = layout.coordinates(req.device)[:, 0] + req.noise_tensor[:, :, 0]
-    check_mlp_index(col0.to(torch.int64), num_tensors)
-
-
 def _launch(inr: INR, layout: Layout, req: Request, seed: int) -> torch.Tensor:
     compute = _COMPUTE[req.dtype]
     tile_rows, column_multiple = torch.ops.neumeta_fast.kernel_config(compute)
-    segments, num_tiles = _segment_table(layout, tile_rows, req.device)
+    table = layout.segment_table(inr.output_dim, tile_rows)
     noise = None if req.noise_tensor is None else req.noise_tensor.to(req.device, torch.float32).contiguous()
     return torch.ops.neumeta_fast.inr_forward(
-        *inr.stacked(req.dtype, column_multiple=column_multiple), segments, noise, seed, req.noise, req.samples,
-        _NOISE_MODES[req.noise_mode], req.norm, inr.freq_low, inr.num_freqs, layout.num_rows, num_tiles, layout.numel)
+        *inr.stacked(req.dtype, column_multiple=column_multiple), table.tensor(req.device), noise, seed, req.noise,
+        req.samples, _NOISE_MODES[req.noise_mode], req.norm, inr.freq_low, inr.num_freqs, layout.num_rows,
+        table.num_tiles, layout.numel)
 
 
 def _materialised_noise(layout: Layout, req: Request, seed: int) -> torch.Tensor | None:
@@ -109,7 +88,7 @@ def _materialised_noise(layout: Layout, req: Request, seed: int) -> torch.Tensor
     return out
 
 
-class _Generate(torch.autograd.Function):
+class _InrForward(torch.autograd.Function):
     """Fused forward; backward = the fused backends' shared backward (kernels/inr_backward.py) on the
     same noise, w.r.t. the stacked weights, then through the stacking to the parameters."""
 
@@ -124,7 +103,7 @@ class _Generate(torch.autograd.Function):
         params = list(inr.parameters())
         with torch.enable_grad():
             stacked = inr.stacked()
-        grads = inr_backward(grad, stacked, torch_train.segment_table(layout, inr.output_dim),
+        grads = inr_backward(grad, stacked, layout.segment_table(inr.output_dim).rows,
                              layout.coordinates(req.device), frequencies(inr.freq_low, inr.freq_high, req.device),
                              _materialised_noise(layout, req, ctx.seed), norm=req.norm, samples=req.samples,
                              noise_mode=req.noise_mode)
@@ -133,16 +112,14 @@ class _Generate(torch.autograd.Function):
         return (None, None, None, None) + tuple(next(found) if p.requires_grad else None for p in params)
 
 
-def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
+def inr_forward(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
     reason = unavailable_reason(req.device)
     if reason is not None:
         raise RuntimeError(f"backend 'cuda' cannot run on {req.device}: {reason}")
-    if req.noise_tensor is not None and req.noise_mode == "reference":
-        _check_routes(layout, req, inr.num_tensors)
     philox = req.noise_tensor is None and any(_noise.noisy_samples(req.samples, req.noise))
     seed = req.seed() if philox else 0
     params = list(inr.parameters())
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return _Generate.apply(inr, layout, req, seed, *params)
+        return _InrForward.apply(inr, layout, req, seed, *params)
     return _launch(inr, layout, req, seed)

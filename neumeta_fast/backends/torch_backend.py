@@ -5,10 +5,10 @@ contiguous and share an MLP, so each chunk is a handful of GEMMs. Only reference
 noise can send a row to another tensor's MLP; those rows are grouped by one stable
 sort instead of masks.
 
-float32 inference on the CPU goes through the fused C++ ResMLP (csrc/cpu/resmlp.cpp,
-tests/test_resmlp_cpu.py), and with exact coordinates the first layer is split into
+float32 inference on the CPU goes through the fused C++ ResMLP (csrc/cpu/inr_forward.cpp,
+tests/test_inr_forward.py), and with exact coordinates the first layer is split into
 u[a] + v[b] per tensor (`_separable_first_layer`). float32 with autograd (training) goes through
-the training op (torch_train.py, csrc/cpu/resmlp_train.cpp); bf16 and GPU inference run eager here.
+the training op (torch_train.py, csrc/cpu/inr_train.cpp); bf16 and GPU inference run eager here.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class _MLPWeights:
     blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     wo: torch.Tensor
     bo: torch.Tensor
-    # Set only for the fused CPU ops (csrc/cpu/resmlp.cpp): blocks + output layer, scalars as floats.
+    # Set only for the fused CPU ops (csrc/cpu/inr_forward.cpp): blocks + output layer, scalars as floats.
     tail: "_C.ResMLPTail | None" = None
 
 
@@ -71,7 +71,7 @@ def _chunk_rows(inr: INR, device: torch.device) -> int:
 def _mlp(p: _MLPWeights, pe: torch.Tensor, cols: slice, dtype: torch.dtype, track_grad: bool) -> torch.Tensor:
     """ResMLP on features `pe`, returning output columns `cols` in float32; residual stream in float32."""
     if p.tail is not None:
-        return _C.resmlp_forward(pe, p.w0, p.b0, p.tail)[:, cols]
+        return _C.inr_forward(pe, p.w0, p.b0, p.tail)[:, cols]
     lowp = dtype != torch.float32
     h = F.linear(pe.to(dtype) if lowp else pe, p.w0, p.b0).relu_()
     h = h.float() if lowp else h
@@ -90,6 +90,25 @@ def _evaluate(p: _MLPWeights, c: torch.Tensor, req: Request, encoding: tuple[tor
     norm, freqs = encoding
     pe = fourier_features(normalise(c, norm), freqs)
     return _mlp(p, pe, cols, req.dtype, track_grad) / c[:, 5:6]
+
+
+def evaluate_grouped(inr: INR, pe: torch.Tensor, mlp_index: torch.Tensor) -> torch.Tensor:
+    """INR outputs [N, output_dim] in float32 of features pe [N, F], row r through MLP mlp_index[r].
+
+    Rows are grouped by one stable sort, not a mask per MLP; an index outside [0, L) raises ValueError.
+    """
+    order, counts = group_by_mlp(mlp_index, inr.num_tensors)
+    track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
+    weights = _weights(inr, torch.float32, _use_fused_cpu(pe.device, torch.float32, track_grad))
+    grouped = pe[order]
+    cols = slice(0, inr.output_dim)
+    outs, start = [], 0
+    for m, count in enumerate(counts):
+        if count:
+            outs.append(_mlp(weights[m], grouped[start:start + count], cols, torch.float32, track_grad))
+        start += count
+    out_grouped = torch.cat(outs)
+    return torch.empty_like(out_grouped).index_copy(0, order, out_grouped)
 
 
 class _FlatSink:
@@ -145,7 +164,7 @@ def _sample_exact_index(inr, layout, coords, weights, req, encoding, sink, track
             if first is None:
                 sink.put(_evaluate(p, c, req, encoding, cols, track_grad))
             else:
-                out = _C.resmlp_forward_separable(*first, r, c.shape[0], p.tail)
+                out = _C.inr_forward_separable(*first, r, c.shape[0], p.tail)
                 sink.put(out[:, cols] / c[:, 5:6])
 
 
@@ -168,16 +187,16 @@ def _sample_routed(inr, layout, coords, weights, req, encoding, sink, track_grad
         sink.put(y[s.row_offset:s.row_offset + s.rows, cs:cs + s.kernel_numel])
 
 
-def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
+def inr_forward(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Generated weights of every layout tensor in one flat float32 buffer (averaged over req.samples)."""
     track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in inr.parameters())
     if track_grad and req.dtype == torch.float32:
-        return torch_train.generate_flat(inr, layout, req)
-    return generate_eager(inr, layout, req, track_grad)
+        return torch_train.inr_forward(inr, layout, req)
+    return inr_forward_eager(inr, layout, req, track_grad)
 
 
-def generate_eager(inr: INR, layout: Layout, req: Request, track_grad: bool) -> torch.Tensor:
-    """generate_flat by per-segment eager ops (fused C++ ResMLPs for float32 inference on the CPU)."""
+def inr_forward_eager(inr: INR, layout: Layout, req: Request, track_grad: bool) -> torch.Tensor:
+    """inr_forward by per-segment eager ops (fused C++ ResMLPs for float32 inference on the CPU)."""
     coords = layout.coordinates(req.device)
     encoding = (norm_tensor(req.norm, req.device), frequencies(inr.freq_low, inr.freq_high, req.device))
     fused = _use_fused_cpu(req.device, req.dtype, track_grad)

@@ -4,24 +4,25 @@ Eager autograd spends most of a training step outside its GEMMs: per tensor segm
 runs a bias copy, a ReLU, a scaled residual and, backwards, their masks, products and reductions
 as separate passes. Here rows are grouped by the MLP that evaluates them, the first layer is built
 by autograd (dense features, or u[a] + v[b] for exact coordinates: A + B feature rows per A x B
-tensor), and everything after it is one custom op, `neumeta_fast::resmlp_train`, over all groups:
-  CPU, float32: csrc/cpu/resmlp_train.cpp (each layer = its GEMMs + one fused pass, forward and backward);
+tensor), and everything after it is one custom op, `neumeta_fast::inr_train`, over all groups:
+  CPU, float32: csrc/cpu/inr_train.cpp (each layer = its GEMMs + one fused pass, forward and backward);
   otherwise: `_forward_torch` / `_backward_torch` below, the same arithmetic in torch ops, with the
   per-row work over all rows at once (a few launches per layer, not a few per layer and tensor).
 The forward keeps each layer's input and ReLU output, so the backward recomputes nothing.
 Both are registered with fake implementations and autograd, so torch.compile keeps the op whole.
-Tests: tests/test_torch_train.py (values and gradients against the reference and eager autograd).
+Tests: tests/test_inr_train.py (values and gradients against the reference and eager autograd).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Sequence
 
 import torch
 
 from .. import _C
 from ..encoding import fourier_features, frequencies, norm_tensor, normalise
 from ..inr import INR, group_by_mlp
-from ..layout import Layout
+from ..layout import Layout, SegmentRow
 from .request import Request
 
 
@@ -85,33 +86,33 @@ def _use_cpp(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.float32
 
 
-@torch.library.custom_op("neumeta_fast::resmlp_train", mutates_args=())
-def resmlp_train(z0: torch.Tensor, offsets: list[int], mlps: list[int], wr: torch.Tensor, br: torch.Tensor,
+@torch.library.custom_op("neumeta_fast::inr_train", mutates_args=())
+def inr_train(z0: torch.Tensor, offsets: list[int], mlps: list[int], wr: torch.Tensor, br: torch.Tensor,
                  sc: torch.Tensor, wo: torch.Tensor, bo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out [N, O], h [nb + 1, N, H], t [nb, N, H]) of the ResMLPs after their first layer (z0: its
     pre-activation), group g = rows [offsets[g], offsets[g + 1]) evaluated by MLP mlps[g]."""
     if _use_cpp(z0):
-        return tuple(_C.resmlp_train_forward(z0, offsets, mlps, wr, br, sc, wo, bo))
+        return tuple(_C.inr_train_forward(z0, offsets, mlps, wr, br, sc, wo, bo))
     return _forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo)
 
 
-@resmlp_train.register_fake
+@inr_train.register_fake
 def _(z0, offsets, mlps, wr, br, sc, wo, bo):
     rows, hidden = z0.shape
     nb = wr.shape[1]
     return z0.new_empty(rows, wo.shape[1]), z0.new_empty(nb + 1, rows, hidden), z0.new_empty(nb, rows, hidden)
 
 
-@torch.library.custom_op("neumeta_fast::resmlp_train_backward", mutates_args=())
-def resmlp_train_backward(gout: torch.Tensor, h: torch.Tensor, t: torch.Tensor, offsets: list[int], mlps: list[int],
+@torch.library.custom_op("neumeta_fast::inr_train_backward", mutates_args=())
+def inr_train_backward(gout: torch.Tensor, h: torch.Tensor, t: torch.Tensor, offsets: list[int], mlps: list[int],
                           wr: torch.Tensor, sc: torch.Tensor, wo: torch.Tensor) -> list[torch.Tensor]:
     """[dz0, dwr, dbr, dsc, dwo, dbo] for d loss / d out = gout."""
     if _use_cpp(gout):
-        return list(_C.resmlp_train_backward(gout, h, t, offsets, mlps, wr, sc, wo))
+        return list(_C.inr_train_backward(gout, h, t, offsets, mlps, wr, sc, wo))
     return _backward_torch(gout, h, t, offsets, mlps, wr, sc, wo)
 
 
-@resmlp_train_backward.register_fake
+@inr_train_backward.register_fake
 def _(gout, h, t, offsets, mlps, wr, sc, wo):
     return [torch.empty_like(h[0]), torch.empty_like(wr), wr.new_empty(wr.shape[:3]), torch.empty_like(sc),
             torch.empty_like(wo), wo.new_empty(wo.shape[:2])]
@@ -130,11 +131,11 @@ def _backward(ctx, gout, _gh, _gt):
     h, t, wr, sc, wo = ctx.saved_tensors
     if gout is None:  # out unused (grads are not materialised): nothing flows back
         return (None,) * 8
-    dz0, dwr, dbr, dsc, dwo, dbo = resmlp_train_backward(gout.contiguous(), h, t, *ctx.groups, wr, sc, wo)
+    dz0, dwr, dbr, dsc, dwo, dbo = inr_train_backward(gout.contiguous(), h, t, *ctx.groups, wr, sc, wo)
     return dz0, None, None, dwr, dbr, dsc, dwo, dbo
 
 
-resmlp_train.register_autograd(_backward, setup_context=_setup_context)
+inr_train.register_autograd(_backward, setup_context=_setup_context)
 
 
 # -- generate() with gradients on top of it ------------------------------------------------------------
@@ -147,31 +148,31 @@ def feature_dims(num_freqs: int, device: torch.device) -> torch.Tensor:
 class Plan:
     """Index tables of one layout on one device, built once and reused every step.
 
-    Built from the layout's segment table (`segment_table`: one row per tensor, SEG_COLUMNS order), so
-    the fused backends' backward, which sees only that table, uses the same plan.
+    Built from the layout's segment table (Layout.segment_table: one SegmentRow per tensor), so the fused
+    backends' backward, which sees only that table, uses the same plan.
     Scatter: flat element e of the output is row `elem_row[e]`, column `elem_col[e]` of the INR output.
     Separable first layer (exact coordinates): segment s's rows are (a, b) pairs; its a-rows (b = 0) and
     b-rows (a = 0) are padded to [S, max_a] and [S, max_b] so one bmm serves every segment, and
     `a_index` / `b_index` pick each table row's u and v from the flattened padded results.
     """
 
-    def __init__(self, table: list[list[int]], num_rows: int, output_dim: int, device: torch.device):
+    def __init__(self, table: Sequence[SegmentRow], num_rows: int, output_dim: int, device: torch.device):
         self.output_dim = output_dim
-        self.offsets = [row_offset for *_, row_offset, _, _ in table] + [num_rows]
-        self.mlps = [index for index, *_ in table]
+        self.offsets = [s.row_offset for s in table] + [num_rows]
+        self.mlps = [s.index for s in table]
         elem_row, elem_col, a_rows, b_rows, a_index, b_index = [], [], [], [], [], []
-        self.max_a = max(a_size for _, _, _, a_size, *_ in table)
-        self.max_b = max(cols for _, _, cols, *_ in table)
-        for i, (_, rows, cols, a_size, kernel, row_offset, _, col_start) in enumerate(table):
-            r = torch.arange(rows, device=device)
-            elem_row.append(r.repeat_interleave(kernel) + row_offset)
-            elem_col.append(torch.arange(kernel, device=device).repeat(rows) + col_start)
-            a = torch.arange(self.max_a, device=device).clamp(max=a_size - 1)  # padding repeats the last row
-            b = torch.arange(self.max_b, device=device).clamp(max=cols - 1)
-            a_rows.append(row_offset + a * cols)
-            b_rows.append(row_offset + b)
-            a_index.append(r // cols + i * self.max_a)
-            b_index.append(r % cols + i * self.max_b)
+        self.max_a = max(s.a_size for s in table)
+        self.max_b = max(s.cols for s in table)
+        for i, s in enumerate(table):
+            r = torch.arange(s.rows, device=device)
+            elem_row.append(r.repeat_interleave(s.kernel_numel) + s.row_offset)
+            elem_col.append(torch.arange(s.kernel_numel, device=device).repeat(s.rows) + s.col_start)
+            a = torch.arange(self.max_a, device=device).clamp(max=s.a_size - 1)  # padding repeats the last row
+            b = torch.arange(self.max_b, device=device).clamp(max=s.cols - 1)
+            a_rows.append(s.row_offset + a * s.cols)
+            b_rows.append(s.row_offset + b)
+            a_index.append(r // s.cols + i * self.max_a)
+            b_index.append(r % s.cols + i * self.max_b)
         self.elem_row, self.elem_col = torch.cat(elem_row), torch.cat(elem_col)
         self.elem_src = self.elem_row * output_dim + self.elem_col
         self.a_rows, self.b_rows = torch.stack(a_rows), torch.stack(b_rows)
@@ -194,19 +195,14 @@ class Plan:
         return self._features[key]
 
 
-def segment_table(layout: Layout, output_dim: int) -> list[list[int]]:
-    """One row per tensor in SEG_COLUMNS order (the fused kernels' segment table)."""
-    return [[s.index, s.rows, s.cols, s.shape[0], s.kernel_numel, s.row_offset, s.param_offset,
-             s.col_start(output_dim)] for s in layout.segments]
-
-
 _PLANS: "OrderedDict[tuple, Plan]" = OrderedDict()
 _PLANS_KEPT = 64  # the trainer's widths and tensor subsets, the fused backends' layouts
 
 
-def table_plan(table: list[list[int]], num_rows: int, output_dim: int, device: torch.device) -> Plan:
-    """The Plan of a segment table, built once (the most recent ones are kept: same table, same plan)."""
-    key = (tuple(map(tuple, table)), num_rows, output_dim, device)
+def table_plan(table: Sequence[SegmentRow], num_rows: int, output_dim: int, device: torch.device) -> Plan:
+    """The Plan of a segment table, built once (the most recent ones are kept: same table, same plan).
+    The tile column is left out of the key: the plan does not depend on how kernels tile the rows."""
+    key = (tuple(s._replace(tile_start=0) for s in table), num_rows, output_dim, device)
     plan = _PLANS.pop(key, None) or Plan(table, num_rows, output_dim, device)
     _PLANS[key] = plan
     if len(_PLANS) > _PLANS_KEPT:
@@ -215,7 +211,7 @@ def table_plan(table: list[list[int]], num_rows: int, output_dim: int, device: t
 
 
 def layout_plan(layout: Layout, output_dim: int, device: torch.device) -> Plan:
-    return table_plan(segment_table(layout, output_dim), layout.num_rows, output_dim, device)
+    return table_plan(layout.segment_table(output_dim).rows, layout.num_rows, output_dim, device)
 
 
 def _separable_z0(plan: Plan, coords: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, seg_mlp: torch.Tensor,
@@ -257,7 +253,7 @@ def groups(plan: Plan, c: torch.Tensor, routed: bool, num_mlps: int):
 
 def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, routed: bool, stack, encoding,
                 encoding_key: tuple, num_mlps: int) -> torch.Tensor:
-    """One sample's flat weights: rows grouped by MLP -> z0 -> resmlp_train -> divided centre columns.
+    """One sample's flat weights: rows grouped by MLP -> z0 -> inr_train -> divided centre columns.
 
     noise:  this sample's noise, already restricted to its mode's columns (None: exact coordinates).
     routed: reference-mode noise: each row's MLP is int(noisy column 0).
@@ -278,11 +274,11 @@ def sample_flat(plan: Plan, coords: torch.Tensor, noise: torch.Tensor | None, ro
     else:
         pe = fourier_features(normalise(c if order is None else c[order], encoding[0]), encoding[1])
         z0 = torch.cat([torch.addmm(b0[m], pe[offsets[g]:offsets[g + 1]], w0[m].T) for g, m in enumerate(mlps)])
-    out = resmlp_train(z0, offsets, mlps, wr, br, sc, wo, bo)[0]
+    out = inr_train(z0, offsets, mlps, wr, br, sc, wo, bo)[0]
     return out.view(-1).index_select(0, src) / c[:, 5].index_select(0, plan.elem_row)
 
 
-def generate_flat(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
+def inr_forward(inr: INR, layout: Layout, req: Request) -> torch.Tensor:
     """Every layout tensor's weights in one flat float32 buffer, differentiable w.r.t. the INR (float32 MLPs).
 
     MLPs that evaluate no row get no gradient (None), as in eager autograd, so an optimizer leaves

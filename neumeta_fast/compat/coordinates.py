@@ -1,6 +1,6 @@
 """Coordinate tables in the reference's format: flat arrays with one row per coordinate.
 
-Rows follow SPEC 2 (one coordinate per (tensor, a, b), a-major, tensors in
+Rows follow docs/spec.md §2 (one coordinate per (tensor, a, b), a-major, tensors in
 `learnable_parameter` order), so they are exactly `Layout.coordinates()`.
 """
 from __future__ import annotations

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ..backends.torch_backend import _mlp, _use_fused_cpu, _weights
+from ..backends.torch_backend import evaluate_grouped
 from ..encoding import check_norm, fourier_features, frequencies
-from ..inr import INR, FreqSpec, group_by_mlp
+from ..inr import INR, FreqSpec
 
 
 class NeRF_ResMLP_Compose(INR):
@@ -49,19 +49,7 @@ class NeRF_ResMLP_Compose(INR):
             raise ValueError(f"layer_id must have one entry per row ({pe.shape[0]}), got shape {tuple(layer_id.shape)}")
         if pe.shape[0] == 0:
             return pe.new_zeros(0, self.output_dim)
-        # ids outside [0, L) raise: the reference would index its MLP list with them (-1 picks the last MLP)
-        order, counts = group_by_mlp(layer_id, self.num_tensors)
-        track_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-        weights = _weights(self, torch.float32, _use_fused_cpu(pe.device, torch.float32, track_grad))
-        grouped = pe[order]
-        cols = slice(0, self.output_dim)
-        outs, start = [], 0
-        for m, count in enumerate(counts):
-            if count:
-                outs.append(_mlp(weights[m], grouped[start:start + count], cols, torch.float32, track_grad))
-            start += count
-        out_grouped = torch.cat(outs)
-        return torch.empty_like(out_grouped).index_copy(0, order, out_grouped)
+        return evaluate_grouped(self, pe, layer_id)  # ids outside [0, L) raise (the reference: -1 = last MLP)
 
 
 class NeRF_MLP_Compose(NeRF_ResMLP_Compose):

@@ -1,4 +1,4 @@
-"""The reference's reconstruction loss (SPEC 2)."""
+"""The reference's reconstruction loss (docs/spec.md §12)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -18,6 +18,7 @@ from ..encoding import check_norm
 from ..generate import generate, generate_into, write_weights
 from ..inr import INR
 from ..layout import Layout, centre_start
+from ..noise import routing_error
 from ._device import resolve_device
 from .coordinates import layout_indices, learnable_layout, learnable_parameters, params_layout
 
@@ -77,7 +78,9 @@ def _canonical_noise(selection: _Selection, owner: torch.Tensor, coords: torch.T
         return None
     base = selection.layout.coordinates(coords.device)
     noise = coords - base
-    return noise if torch.equal(base + noise, coords) else None  # exact for |noise| <= 0.5
+    if not torch.equal(base + noise, coords) or routing_error(base[:, 0], noise[None, :, 0]) is not None:
+        return None  # not exact (|noise| > 0.5), or rows routed past generate()'s rule: the generic path
+    return noise
 
 
 def _scatter(out: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

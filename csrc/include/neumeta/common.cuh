@@ -13,15 +13,18 @@ namespace neumeta {
 
 enum NoiseMode : int { kNoiseReference = 0, kNoiseChannels = 1 };
 
-// One target tensor of the layout: 8 int64 so the table is a plain [n, 8] int64 tensor.
+// One row of the segment table (docs/spec.md §10): the fields of neumeta_fast.layout.SegmentRow, in its
+// column order, all int64, so the table is a plain [n, 9] int64 tensor (tests/test_cuda_sources.py pins
+// the order).
 struct SegmentDesc {
-  int64_t row_offset;    // first row of the coordinate table
+  int64_t index;         // which MLP generates it (coordinate column 0)
   int64_t rows;          // A*B (4-D, 2-D) or A (1-D)
   int64_t cols;          // B, 1 for 1-D: the divisor column
+  int64_t a_size;        // A
   int64_t kernel_numel;  // kh*kw for 4-D, 1 otherwise
-  int64_t ndim;          // 1, 2 or 4
+  int64_t row_offset;    // first row of the coordinate table
   int64_t param_offset;  // first element of the flat output
-  int64_t index;         // which MLP generates it (coordinate column 0)
+  int64_t col_start;     // first INR output used (the centre slice of a small conv kernel)
   int64_t tile_start;    // first tile (thread block) of this segment
 };
 

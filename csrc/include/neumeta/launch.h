@@ -1,4 +1,4 @@
-// Host entry points of the CUDA kernels (csrc/cuda/inr_fused.cu), called by the torch bindings.
+// Host entry points of the CUDA kernels (csrc/cuda/inr_forward.cu), called by the torch bindings.
 #pragma once
 
 #include <cstddef>

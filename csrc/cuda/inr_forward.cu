@@ -19,7 +19,7 @@
 #include <mma.h>
 
 #include "neumeta/common.cuh"
-#include "neumeta/coords.cuh"
+#include "neumeta/coordinates.cuh"
 #include "neumeta/launch.h"
 #include "neumeta/mlp.cuh"
 
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) inr_forward_kernel(const ForwardPara
   const int64_t first = (static_cast<int64_t>(blockIdx.x) - seg.tile_start) * R;
   const int count = static_cast<int>(seg.rows - first < R ? seg.rows - first : R);
   const int kn = static_cast<int>(seg.kernel_numel);
-  const int col0 = centre_slice_start(seg.ndim, seg.kernel_numel, p.out_dim);
+  const int col0 = static_cast<int>(seg.col_start);
 
   for (int i = threadIdx.x; i < R * kn; i += kThreads) s.out[i] = 0.0f;
   for (int sample = 0; sample < p.samples; ++sample) {

@@ -1,4 +1,4 @@
-// Inference forward of one ResMLP (SPEC 2) on the CPU, float32: the GEMMs go to
+// Inference forward of one ResMLP (docs/spec.md §8) on the CPU, float32: the GEMMs go to
 // ATen's BLAS; bias, ReLU and the scaled residual run as one fused pass over
 // each GEMM's output instead of the three eager passes (bias copy, relu_,
 // addcmul_) that cost the torch backend about 30% over its bare GEMMs.
@@ -11,7 +11,7 @@
 
 #include <vector>
 
-namespace neumeta::resmlp {
+namespace neumeta::inr_forward {
 
 // The residual blocks and the output layer: block weights [hidden, hidden],
 // biases [hidden] and scalars (one per block), wo [out_dim, hidden], bo [out_dim].
@@ -34,4 +34,4 @@ at::Tensor forward(const at::Tensor& pe, const at::Tensor& w0, const at::Tensor&
 at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t row_start, int64_t rows,
                              const Tail& tail);
 
-}  // namespace neumeta::resmlp
+}  // namespace neumeta::inr_forward

@@ -1,5 +1,5 @@
-// Per-row math of SPEC 2: coordinates, noise, normalisation, Fourier features, MLP choice, scatter.
-// The kernel and the host test harness call exactly these functions.
+// Per-row math of docs/spec.md: coordinates (§2), noise (§3, §4), routing (§5), normalisation (§6),
+// Fourier features (§7), scatter (§10). The kernel and the host test harness call exactly these functions.
 #pragma once
 
 #include <cmath>
@@ -49,7 +49,7 @@ NM_HD void base_coordinate(const SegmentDesc& s, int64_t local, int num_tensors,
   c[1] = static_cast<float>(local / s.cols);
   c[2] = static_cast<float>(local % s.cols);
   c[3] = static_cast<float>(num_tensors);
-  c[4] = static_cast<float>(s.rows / s.cols);
+  c[4] = static_cast<float>(s.a_size);
   c[5] = static_cast<float>(s.cols);
 }
 
@@ -100,11 +100,6 @@ NM_HD float feature(const float x[6], int f, int freq_low) {
   const int j = (g % 12) >> 1;
   const double angle = mul_rn(x[j], frequency(freq_low + g / 12));
   return static_cast<float>((g & 1) ? cos(angle) : sin(angle));
-}
-
-// First INR output a segment uses: the centre slice when a conv kernel is smaller than out_dim.
-NM_HD int centre_slice_start(int64_t ndim, int64_t kernel_numel, int out_dim) {
-  return (ndim == 4 && kernel_numel < out_dim) ? out_dim / 2 - static_cast<int>(kernel_numel) / 2 : 0;
 }
 
 // Flat-buffer position of output j (0 <= j < kernel_numel) of row `local`: rows are a-major and

@@ -16,17 +16,17 @@
 
 #include <vector>
 
-namespace neumeta::resmlp {
+namespace neumeta::inr_train {
 
 // {out [N, O], h [nb + 1, N, H], t [nb, N, H]}.
-std::vector<at::Tensor> train_forward(const at::Tensor& z0, const std::vector<int64_t>& offsets,
-                                      const std::vector<int64_t>& mlps, const at::Tensor& wr, const at::Tensor& br,
-                                      const at::Tensor& sc, const at::Tensor& wo, const at::Tensor& bo);
+std::vector<at::Tensor> forward(const at::Tensor& z0, const std::vector<int64_t>& offsets,
+                                const std::vector<int64_t>& mlps, const at::Tensor& wr, const at::Tensor& br,
+                                const at::Tensor& sc, const at::Tensor& wo, const at::Tensor& bo);
 
 // Gradients for d loss / d out = gout [N, O]: {dz0 [N, H], dwr, dbr, dsc, dwo, dbo} (zeros for MLPs
 // that evaluate no row).
-std::vector<at::Tensor> train_backward(const at::Tensor& gout, const at::Tensor& h, const at::Tensor& t,
-                                       const std::vector<int64_t>& offsets, const std::vector<int64_t>& mlps,
-                                       const at::Tensor& wr, const at::Tensor& sc, const at::Tensor& wo);
+std::vector<at::Tensor> backward(const at::Tensor& gout, const at::Tensor& h, const at::Tensor& t,
+                                 const std::vector<int64_t>& offsets, const std::vector<int64_t>& mlps,
+                                 const at::Tensor& wr, const at::Tensor& sc, const at::Tensor& wo);
 
-}  // namespace neumeta::resmlp
+}  // namespace neumeta::inr_train

@@ -1,4 +1,4 @@
-#include "resmlp.h"
+#include "inr_forward.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/safe_numerics.h>
@@ -9,7 +9,7 @@
 #include "buffer_pool.h"
 #include "tensor_checks.h"
 
-namespace neumeta::resmlp {
+namespace neumeta::inr_forward {
 namespace {
 
 constexpr int64_t kGrainRows = 64;  // rows per parallel task of an epilogue pass
@@ -48,14 +48,14 @@ void residual(const at::Tensor& h, const at::Tensor& t, const float* b, float s)
   });
 }
 
-void check(const at::Tensor& t, const char* name, at::IntArrayRef shape) { check_float_cpu(t, "resmlp", name, shape); }
+void check(const at::Tensor& t, const char* name, at::IntArrayRef shape) { check_float_cpu(t, "inr_forward", name, shape); }
 
 void check_tail(const Tail& tail, int64_t hidden) {
-  if (tail.wo.dim() != 2) throw std::invalid_argument("resmlp: wo must be 2-D");
+  if (tail.wo.dim() != 2) throw std::invalid_argument("inr_forward: wo must be 2-D");
   check(tail.wo, "wo", {tail.wo.size(0), hidden});
   check(tail.bo, "bo", {tail.wo.size(0)});
   if (tail.block_biases.size() != tail.block_weights.size() || tail.scalars.size() != tail.block_weights.size())
-    throw std::invalid_argument("resmlp: one bias and one scalar per block weight");
+    throw std::invalid_argument("inr_forward: one bias and one scalar per block weight");
   for (size_t l = 0; l < tail.block_weights.size(); ++l) {
     check(tail.block_weights[l], "block weight", {hidden, hidden});
     check(tail.block_biases[l], "block bias", {hidden});
@@ -68,7 +68,7 @@ void check_tail(const Tail& tail, int64_t hidden) {
 at::Tensor scratch(int64_t rows, int64_t hidden) {
   int64_t numel = 0;
   if (c10::mul_overflows(rows, hidden, &numel))
-    throw std::invalid_argument("resmlp: " + std::to_string(rows) + " rows x " + std::to_string(hidden) +
+    throw std::invalid_argument("inr_forward: " + std::to_string(rows) + " rows x " + std::to_string(hidden) +
                                 " hidden activations overflow int64");
   return pooled_empty({rows, hidden});
 }
@@ -86,7 +86,7 @@ at::Tensor run_tail(const at::Tensor& h, const Tail& tail) {
 }  // namespace
 
 at::Tensor forward(const at::Tensor& pe, const at::Tensor& w0, const at::Tensor& b0, const Tail& tail) {
-  if (pe.dim() != 2 || w0.dim() != 2) throw std::invalid_argument("resmlp: pe and w0 must be 2-D");
+  if (pe.dim() != 2 || w0.dim() != 2) throw std::invalid_argument("inr_forward: pe and w0 must be 2-D");
   const int64_t hidden = w0.size(0);
   check(pe, "pe", {pe.size(0), pe.size(1)});
   check(w0, "w0", {hidden, pe.size(1)});
@@ -100,7 +100,7 @@ at::Tensor forward(const at::Tensor& pe, const at::Tensor& w0, const at::Tensor&
 
 at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t row_start, int64_t rows,
                              const Tail& tail) {
-  if (u.dim() != 2 || v.dim() != 2) throw std::invalid_argument("resmlp: u and v must be 2-D");
+  if (u.dim() != 2 || v.dim() != 2) throw std::invalid_argument("inr_forward: u and v must be 2-D");
   const int64_t hidden = u.size(1), a_size = u.size(0), b_size = v.size(0);
   check(u, "u", {a_size, hidden});
   check(v, "v", {b_size, hidden});
@@ -108,14 +108,14 @@ at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t r
   // Overflow-safe: row_start + rows and a_size * b_size can wrap and pass a naive bound check.
   int64_t total = 0;
   if (c10::mul_overflows(a_size, b_size, &total))
-    throw std::invalid_argument("resmlp: the " + std::to_string(a_size) + " x " + std::to_string(b_size) +
+    throw std::invalid_argument("inr_forward: the " + std::to_string(a_size) + " x " + std::to_string(b_size) +
                                 " tensor has more rows than int64 holds");
   if (row_start < 0 || rows < 0 || row_start > total || rows > total - row_start) {
     int64_t end = 0;
     const std::string end_str = c10::add_overflows(row_start, rows, &end)
                                     ? std::to_string(row_start) + " + " + std::to_string(rows)
                                     : std::to_string(end);
-    throw std::invalid_argument("resmlp: rows [" + std::to_string(row_start) + ", " + end_str + ") outside the " +
+    throw std::invalid_argument("inr_forward: rows [" + std::to_string(row_start) + ", " + end_str + ") outside the " +
                                 std::to_string(a_size) + " x " + std::to_string(b_size) + " tensor");
   }
   auto h = scratch(rows, hidden);
@@ -136,4 +136,4 @@ at::Tensor forward_separable(const at::Tensor& u, const at::Tensor& v, int64_t r
   return run_tail(h, tail);
 }
 
-}  // namespace neumeta::resmlp
+}  // namespace neumeta::inr_forward

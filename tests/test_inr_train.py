@@ -1,4 +1,4 @@
-"""The training path (neumeta_fast/backends/torch_train.py, csrc/cpu/resmlp_train.cpp): values and
+"""The training path (neumeta_fast/backends/torch_train.py, csrc/cpu/inr_train.cpp): values and
 gradients against the plain reference and eager autograd, the C++ op against its torch twin, gradcheck
 of the op's backward in float64, and torch.compile of a trainer step through the custom op."""
 import math
@@ -76,7 +76,7 @@ def test_cpp_op_equals_eager_autograd_and_its_torch_twin(offsets, mlps, blocks):
     z0 = torch.randn(offsets[-1], hidden, generator=draws)      # of 0 flips a ReLU between float32 orders
     probe = torch.randn(offsets[-1], out_dim, generator=draws)
     want, want_grads = _grads(lambda z, *w: _eager_tail(z, offsets, mlps, *w), [z0, *weights], probe)
-    got, got_grads = _grads(lambda z, *w: torch_train.resmlp_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
+    got, got_grads = _grads(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
     assert _rel(got, want) < 1e-6
     for i, (g, w) in enumerate(zip(got_grads, want_grads)):
         if w is None:  # no blocks: eager never reads wr, br, sc; the op returns their (empty) gradients
@@ -84,7 +84,7 @@ def test_cpp_op_equals_eager_autograd_and_its_torch_twin(offsets, mlps, blocks):
         else:  # a residual scalar's gradient (input 3) sums every hidden unit and may cancel far below them
             assert _rel(g, w) < (1e-4 if i == 3 else 2e-5)
     twin = torch_train._forward_torch(z0, offsets, mlps, *weights)
-    cpp = _C.resmlp_train_forward(z0, offsets, mlps, *weights)
+    cpp = _C.inr_train_forward(z0, offsets, mlps, *weights)
     for a, b in zip(cpp, twin):
         assert _rel(a, b) < 1e-6
     gout = torch.randn(cpp[0].shape, generator=draws)
@@ -94,7 +94,7 @@ def test_cpp_op_equals_eager_autograd_and_its_torch_twin(offsets, mlps, blocks):
     args = (gout, cpp[1], cpp[2], offsets, mlps, wr, sc, wo)
     exact = torch_train._backward_torch(*(x.double() if torch.is_tensor(x) else x for x in args))
     bound = torch_train._backward_torch(*(x.double().abs() if torch.is_tensor(x) else x for x in args))
-    for a, b, scale in zip(_C.resmlp_train_backward(*args), exact, bound):
+    for a, b, scale in zip(_C.inr_train_backward(*args), exact, bound):
         assert ((a.double() - b).abs() <= 1e-5 * scale + 1e-12).all()
 
 
@@ -104,7 +104,7 @@ def test_backward_passes_gradcheck_in_float64():
     weights = _stacked_tail(2, 2, 5, 3, dtype=torch.float64)
     z0 = torch.randn(7, 5, dtype=torch.float64)
     inputs = [x.requires_grad_() for x in (z0, *weights)]
-    assert torch.autograd.gradcheck(lambda z, *w: torch_train.resmlp_train(z, offsets, mlps, *w)[0], inputs)
+    assert torch.autograd.gradcheck(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], inputs)
 
 
 def test_outputs_do_not_depend_on_what_the_reused_buffers_held():
@@ -112,13 +112,13 @@ def test_outputs_do_not_depend_on_what_the_reused_buffers_held():
     offsets, mlps = [0, 40, 70], [0, 1]
     weights = _stacked_tail(2, 2, 16, 9)
     gout = torch.randn(70, 9)
-    out, h, t = _C.resmlp_train_forward(torch.full((70, 16), float("nan")), offsets, mlps, *weights)
-    _C.resmlp_train_backward(gout, h, t, offsets, mlps, weights[0], weights[2], weights[3])
+    out, h, t = _C.inr_train_forward(torch.full((70, 16), float("nan")), offsets, mlps, *weights)
+    _C.inr_train_backward(gout, h, t, offsets, mlps, weights[0], weights[2], weights[3])
     del out, h, t
     z0 = torch.randn(70, 16)
-    got = _C.resmlp_train_forward(z0, offsets, mlps, *weights)
+    got = _C.inr_train_forward(z0, offsets, mlps, *weights)
     twin = torch_train._forward_torch(z0, offsets, mlps, *weights)
-    grads = _C.resmlp_train_backward(gout, got[1], got[2], offsets, mlps, weights[0], weights[2], weights[3])
+    grads = _C.inr_train_backward(gout, got[1], got[2], offsets, mlps, weights[0], weights[2], weights[3])
     assert all(torch.isfinite(x).all() for x in (*got, *grads))
     assert all(_rel(a, b) < 1e-6 for a, b in zip(got, twin))
 
@@ -126,7 +126,7 @@ def test_outputs_do_not_depend_on_what_the_reused_buffers_held():
 def test_nan_in_a_parameter_reaches_the_output():
     weights = list(_stacked_tail(1, 2, 8, 9))
     weights[1][0, 1, 3] = float("nan")  # a block bias
-    out = torch_train.resmlp_train(torch.randn(10, 8), [0, 10], [0], *weights)[0]
+    out = torch_train.inr_train(torch.randn(10, 8), [0, 10], [0], *weights)[0]
     assert torch.isnan(out).any()
 
 
@@ -140,17 +140,17 @@ def test_cpp_op_names_bad_groups(bad, match):
     args = dict(offsets=[0, 10], mlps=[0])
     args.update(bad)
     with pytest.raises(ValueError, match=match):
-        _C.resmlp_train_forward(torch.randn(10, 8), args["offsets"], args["mlps"], *_stacked_tail(2, 1, 8, 3))
+        _C.inr_train_forward(torch.randn(10, 8), args["offsets"], args["mlps"], *_stacked_tail(2, 1, 8, 3))
 
 
 def test_cpp_op_names_bad_tensors():
     wr, br, sc, wo, bo = _stacked_tail(2, 1, 8, 3)
     with pytest.raises(ValueError, match="z0 must be a contiguous float32"):
-        _C.resmlp_train_forward(torch.randn(10, 8, dtype=torch.float64), [0, 10], [0], wr, br, sc, wo, bo)
+        _C.inr_train_forward(torch.randn(10, 8, dtype=torch.float64), [0, 10], [0], wr, br, sc, wo, bo)
     with pytest.raises(ValueError, match="br must be"):
-        _C.resmlp_train_forward(torch.randn(10, 8), [0, 10], [0], wr, br[:, :, :4], sc, wo, bo)
+        _C.inr_train_forward(torch.randn(10, 8), [0, 10], [0], wr, br[:, :, :4], sc, wo, bo)
     with pytest.raises(ValueError, match="wr must be 4-D"):
-        _C.resmlp_train_forward(torch.randn(10, 8), [0, 10], [0], wr[0], br, sc, wo, bo)
+        _C.inr_train_forward(torch.randn(10, 8), [0, 10], [0], wr[0], br, sc, wo, bo)
 
 
 # -- generate() with gradients -----------------------------------------------------------------------------
@@ -199,8 +199,8 @@ def test_generate_with_grad_equals_the_eager_path_on_a_subset_layout():
     layout = Layout.from_shapes(SHAPES).subset(["fc", "conv"])
     probe = {"fc": torch.randn(4, 5), "conv": torch.randn(5, 7, 3, 3)}
     req = Request(NORM, 1, 0.0, "channels", None, None, torch.float32, torch.device("cpu"))
-    want, want_g = _train_grads(inr, lambda: layout.views(torch_backend.generate_eager(inr, layout, req, True)), probe)
-    got, got_g = _train_grads(inr, lambda: layout.views(torch_train.generate_flat(inr, layout, req)), probe)
+    want, want_g = _train_grads(inr, lambda: layout.views(torch_backend.inr_forward_eager(inr, layout, req, True)), probe)
+    got, got_g = _train_grads(inr, lambda: layout.views(torch_train.inr_forward(inr, layout, req)), probe)
     for n in want:
         assert _rel(got[n], want[n]) < 2e-6
     for n in want_g:
@@ -236,7 +236,7 @@ def test_custom_op_registration_passes_torch_opcheck():
     offsets, mlps = [0, 5, 12], [1, 0]
     z0 = torch.randn(12, 8, requires_grad=True)
     weights = [w.requires_grad_() for w in _stacked_tail(2, 2, 8, 3)]
-    torch.library.opcheck(torch.ops.neumeta_fast.resmlp_train.default, (z0, offsets, mlps, *weights),
+    torch.library.opcheck(torch.ops.neumeta_fast.inr_train.default, (z0, offsets, mlps, *weights),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 

@@ -1,4 +1,4 @@
-#include "resmlp_train.h"
+#include "inr_train.h"
 
 #include <ATen/Parallel.h>
 
@@ -9,10 +9,10 @@
 #include "buffer_pool.h"
 #include "tensor_checks.h"
 
-namespace neumeta::resmlp {
+namespace neumeta::inr_train {
 namespace {
 
-constexpr const char* kOp = "resmlp_train";
+constexpr const char* kOp = "inr_train";
 // Rows per task of a fused pass. Fixed (not per thread), so the reductions' order, and with it
 // every gradient bit, does not depend on the thread count.
 constexpr int64_t kBlockRows = 64;
@@ -114,9 +114,9 @@ void masked_copy(const float* mask, const float* x, float* out, int64_t n) {
 
 }  // namespace
 
-std::vector<at::Tensor> train_forward(const at::Tensor& z0, const std::vector<int64_t>& offsets,
-                                      const std::vector<int64_t>& mlps, const at::Tensor& wr, const at::Tensor& br,
-                                      const at::Tensor& sc, const at::Tensor& wo, const at::Tensor& bo) {
+std::vector<at::Tensor> forward(const at::Tensor& z0, const std::vector<int64_t>& offsets,
+                                const std::vector<int64_t>& mlps, const at::Tensor& wr, const at::Tensor& br,
+                                const at::Tensor& sc, const at::Tensor& wo, const at::Tensor& bo) {
   check_dim(z0, kOp, "z0", 2);
   check_dim(wr, kOp, "wr", 4);
   check_dim(wo, kOp, "wo", 3);
@@ -148,9 +148,9 @@ std::vector<at::Tensor> train_forward(const at::Tensor& z0, const std::vector<in
   return {out, h, t};
 }
 
-std::vector<at::Tensor> train_backward(const at::Tensor& gout, const at::Tensor& h, const at::Tensor& t,
-                                       const std::vector<int64_t>& offsets, const std::vector<int64_t>& mlps,
-                                       const at::Tensor& wr, const at::Tensor& sc, const at::Tensor& wo) {
+std::vector<at::Tensor> backward(const at::Tensor& gout, const at::Tensor& h, const at::Tensor& t,
+                                 const std::vector<int64_t>& offsets, const std::vector<int64_t>& mlps,
+                                 const at::Tensor& wr, const at::Tensor& sc, const at::Tensor& wo) {
   check_dim(gout, kOp, "gout", 2);
   check_dim(h, kOp, "h", 3);
   check_dim(wr, kOp, "wr", 4);
@@ -205,4 +205,4 @@ std::vector<at::Tensor> train_backward(const at::Tensor& gout, const at::Tensor&
   return {dz0, dwr, dbr, dsc.to(at::kFloat), dwo, dbo};
 }
 
-}  // namespace neumeta::resmlp
+}  // namespace neumeta::inr_train
