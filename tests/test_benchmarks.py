@@ -12,8 +12,7 @@ import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ["bench_inr_forward", "bench_orientation", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check",
-           "device_check",
-           "device_check_cuda"]
+           "device_check", "device_check_cuda"]
 
 
 @pytest.fixture
