@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m neumeta_fast")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: these small models run fastest single-threaded)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="demo, train or sample (`COMMAND --help` for its options)")
 
     demo = sub.add_parser("demo", help="NeuMeta vs baselines on sklearn digits: table, results.json, plot",
                           description="NeuMeta against individually trained, L1-pruned and unsmoothed models on "

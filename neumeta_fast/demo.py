@@ -176,17 +176,19 @@ def _measure(config: DemoConfig, family, trained: list[int]) -> dict[str, float]
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="channel groups: .* not understood")
         model = family.build(family.full_width)
+        train_model(model, data, task, steps=1)  # first calls allocate and warm up: not timed
         start = time.perf_counter()
         train_model(model, data, task, steps=4)
         base = (time.perf_counter() - start) / 4
         trainer = Trainer(family, model, data, replace(config.trainer, widths=trained, prefit_steps=0), task)
-        trainer.step()  # the first step builds caches
+        trainer.step()
         start = time.perf_counter()
         for _ in range(3):
             trainer.step()
         inr = (time.perf_counter() - start) / 3
-        start = time.perf_counter()
         trainer.evaluate(family.full_width)
+        start = time.perf_counter()
+        trainer.evaluate(family.widths[len(family.widths) // 2])  # a middle width: the average cost
         return {"base": base, "inr": inr, "eval": time.perf_counter() - start}
 
 
