@@ -91,6 +91,7 @@ def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, e
     task = _task(config.task)
     family = _family(config)
     trained = training_widths(config, family)  # bad settings fail here, not in a worker
+    data = _data.load("digits", train_size=config.train_size, seed=0)  # as does a missing scikit-learn
     check_writable(out, "out", folder=True)  # before the work, not after it
     os.makedirs(out, exist_ok=True)
     remove_orphans(out)
@@ -102,7 +103,7 @@ def run(config: DemoConfig, out: str, *, jobs: int = 1, progress: bool = True, e
     with _progress.Progress(sum(units[part] for _, _, part in work), echo=echo, show=progress,
                             log_path=os.path.join(out, "log.txt")) as bar:
         bar.say(_plan(config, family, trained, jobs, out))
-        step_seconds = _measure(config, family, trained)
+        step_seconds = _measure(config, family, trained, data)
         expected = _expected_seconds(step_seconds, config, family, [part for _, _, part in work], jobs)
         bar.say(f"expected duration: about {_progress.duration(expected)} (measured here: a base-model step "
                 f"{1000 * step_seconds['base']:.0f} ms, an INR step {1000 * step_seconds['inr']:.0f} ms, "
@@ -168,11 +169,10 @@ def _units(config: DemoConfig, family, part: str) -> int:
     return config.base_steps + inr + len(family.widths)
 
 
-def _measure(config: DemoConfig, family, trained: list[int]) -> dict[str, float]:
+def _measure(config: DemoConfig, family, trained: list[int], data) -> dict[str, float]:
     """Seconds per base-model step, per INR step and per generated width's evaluation, timed on a
     few steps here (the plan's expected duration)."""
     task = _task(config.task)
-    data = _data.load("digits", train_size=config.train_size, seed=0)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="channel groups: .* not understood")
         model = family.build(family.full_width)
