@@ -87,7 +87,9 @@ def _cifar(name: str, root: str | None) -> Dataset:
     """CIFAR from the python-format pickles (cifar-10-batches-py / cifar-100-python) under `root`,
     read without running code from them (see _BatchUnpickler)."""
     if root is None:
-        raise DataError(f"{name} needs --data-root pointing at the extracted python-format files (no download)")
+        raise DataError(f"{name} needs the config key data_root: the folder holding the extracted "
+                        f"python-format files ({'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}/; "
+                        "nothing is downloaded)")
     if name == "cifar10":
         folder = os.path.join(root, "cifar-10-batches-py")
         train_files = [f"data_batch_{i}" for i in range(1, 6)]

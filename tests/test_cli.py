@@ -199,8 +199,10 @@ def test_train_resume_and_sample(tmp_path, capsys):
     assert "resumed" in capsys.readouterr().out
     target = tmp_path / "w2.pt"
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--width", "2", "--out", str(target)]) == 0
-    model = named_family("convnet", full_width=4, num_classes=4).build(2)
-    model.load_state_dict(torch.load(target, weights_only=True))
+    model = runs.load_sample(str(target))  # family and width recorded in the file
+    assert model.conv1.out_channels == 2 and not model.training
+    plain = named_family("convnet", full_width=4, num_classes=4).build(2)
+    plain.load_state_dict(torch.load(target, weights_only=True)["state_dict"])
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--width", "7", "--out",
                  str(tmp_path / "w7.pt")]) == 2
     assert not os.path.exists(tmp_path / "w7.pt")
@@ -228,6 +230,9 @@ def test_demo_writes_results_and_plot(tmp_path):
     assert set(saved["recon_rel_error"]) == {"smoothed", "no_smoothing"}
     assert (tmp_path / "accuracy_vs_width.png").stat().st_size > 1000
     assert "| width |" in demo.table(results)
+    assert saved["neumeta_all_widths"]["width"] == [1, 2, 3, 4]  # NeuMeta at every width
+    dense = dict(zip(saved["neumeta_all_widths"]["width"], saved["neumeta_all_widths"]["accuracy"]))
+    assert all(dense[r["width"]] == r["accuracy"]["neumeta"] for r in saved["rows"])
 
 
 def test_demo_never_trains_the_quarter_width_or_its_neighbours():
@@ -236,12 +241,12 @@ def test_demo_never_trains_the_quarter_width_or_its_neighbours():
     widths = demo.training_widths(config, family)
     assert min(widths) == 8 and max(widths) == 64
     assert {15, 16, 17}.isdisjoint(widths) and {14, 18} <= set(widths)
-    narrow = demo.DemoConfig(min_fraction=0.5)
+    narrow = demo.DemoConfig(trainer=TrainConfig(min_fraction=0.5))
     assert demo.training_widths(narrow, family) == list(range(32, 65))
     explicit = demo.DemoConfig(trainer=TrainConfig(widths=[64, 40]))
     assert demo.training_widths(explicit, family) == [64, 40]
     with pytest.raises(ConfigError, match="leave no training width"):
-        demo.training_widths(demo.DemoConfig(min_fraction=0.25, held_out=1.0), family)
+        demo.training_widths(demo.DemoConfig(trainer=TrainConfig(min_fraction=0.25), held_out=1.0), family)
 
 
 def test_base_checkpoint_of_another_width_exits_2(tmp_path, capsys):
@@ -283,8 +288,9 @@ def test_train_is_reproducible_across_processes(tmp_path, monkeypatch):
     assert proc.returncode == 0, err.decode()
     a, b = (checkpoint.load(str(f / "run" / "checkpoint.pt")) for f in folders)
     assert checkpoint.digest(a) == checkpoint.digest(b)  # base model, INR, EMA, optimizer, RNG states
-    for name in ("log.csv", "metrics.json"):
-        assert (folders[0] / "run" / name).read_text() == (folders[1] / "run" / name).read_text()
+    assert (folders[0] / "run" / "log.csv").read_text() == (folders[1] / "run" / "log.csv").read_text()
+    a, b = (json.loads((f / "run" / "metrics.json").read_text()) for f in folders)
+    assert a.pop("provenance")["command_line"] != b.pop("provenance")["command_line"] and a == b
 
 
 # Killed by SIGKILL while writing the step-4 checkpoint: after step 4 was logged, before the write ended.
@@ -397,3 +403,132 @@ def test_resume_may_change_the_trainer_device(trained, tmp_path, capsys, monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["train", "--config", _config(tmp_path), "--no-progress"]) == 0
     assert "resumed" in capsys.readouterr().out
+
+
+# -- help texts ---------------------------------------------------------------------------------
+
+def _subparsers():
+    import argparse
+    from neumeta_fast.cli import _parser
+    parser = _parser()
+    choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return parser, choices
+
+
+def test_every_option_has_help():
+    parser, subs = _subparsers()
+    for name, sub in [("(top)", parser), *subs.items()]:
+        missing = [a.dest for a in sub._actions if not a.help]
+        assert not missing, f"{name}: options without help: {missing}"
+
+
+def test_train_help_lists_every_config_key_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for cls in (runs.RunConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            assert f"  {f.name} (default {json.dumps(default)}): " in text, f.name
+
+
+def test_sample_help_says_the_width_is_a_channel_count_and_how_to_load(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "absolute channel count" in text and "load_sample(" in text and '["state_dict"]' in text
+
+
+def test_load_sample_refuses_other_files(tmp_path):
+    path = tmp_path / "plain.pt"
+    checkpoint.save({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ConfigError, match="not a file written by `sample`"):
+        runs.load_sample(str(path))
+
+
+def test_train_reports_the_base_model_and_flags_untrained_widths(tmp_path, capsys):
+    config = _config(tmp_path, eval_widths=[4, 1], trainer={**TINY_TRAINER, "min_fraction": 0.5})
+    assert main(["train", "--config", config, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"base model \(width 4\): accuracy \d+\.\d\d%", out)
+    assert re.search(r"generated width 1: accuracy .*\(outside the trained widths 2\.\.4\)", out)
+    assert re.search(r"generated width 4: accuracy \S+, nll \S+\n", out)  # trained: no flag
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["outside_trained_range"] == [1] and "accuracy" in metrics["base"]
+    assert metrics["provenance"]["torch_version"] == torch.__version__
+
+
+def test_paper_config_parses_to_the_papers_setting():
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10_resnet20_paper.json")
+    run = runs.RunConfig.from_file(path)
+    trainer = TrainConfig.from_dict(run.trainer)
+    family = runs._family(run)
+    assert (run.dataset, run.model, run.full_width) == ("cifar10", "resnet20", 64)
+    assert trainer.training_widths(family) == list(range(32, 65))
+    assert (trainer.hidden_dim, trainer.num_layers, trainer.num_freqs, trainer.norm) == (512, 8, 32, 64)
+    assert (trainer.noise, trainer.noise_mode, trainer.batch_size) == (1.0, "reference", 64)
+
+
+# -- the demo's output folders, progress and provenance -------------------------------------------
+
+def test_quick_and_full_demo_write_to_their_own_folders(monkeypatch):
+    outs = []
+    monkeypatch.setattr(demo, "run", lambda config, out, **kwargs: outs.append(out))
+    assert main(["demo", "--quick"]) == 0 and main(["demo"]) == 0
+    assert outs == [os.path.join("out", "demo-quick"), os.path.join("out", "demo")]
+
+
+def _tiny_demo(seeds=1):
+    return demo.DemoConfig(seeds=seeds, full_width=4, train_size=100, base_steps=5, trainer=TrainConfig(**TINY_TRAINER))
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """A finished tiny demo with progress on (stdout not a terminal: plain lines): its folder and output."""
+    pytest.importorskip("sklearn")
+    out = tmp_path_factory.mktemp("demo")
+    lines = []
+    results = demo.run(_tiny_demo(seeds=2), str(out), progress=True, echo=lines.append)
+    return out, "\n".join(lines), results
+
+
+def test_demo_prints_its_plan_progress_and_log(tiny_demo):
+    out, text, _ = tiny_demo
+    first = text.splitlines()[0]
+    assert first.startswith("demo: 2 seed(s) x 2 jobs") and "widths 4/3/2/1" in first
+    assert re.search(r"expected duration: about \d+ s \(measured here", text)
+    assert re.search(r"100% \(\d+/\d+ steps\), \d+ s elapsed", text)
+    assert "seed 1: NeuMeta job done" in text and "the plot " + str(out / "accuracy_vs_width.png") in text
+    log = (out / "log.txt").read_text().splitlines()
+    assert log and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in log)
+    assert any("100% (" in line for line in log)
+
+
+def test_results_carry_provenance_and_per_seed_values(tiny_demo):
+    out, _, _ = tiny_demo
+    saved = json.loads((out / "results.json").read_text())
+    prov = saved["provenance"]
+    assert set(prov) >= {"package_version", "git_commit", "torch_version", "device", "date", "command_line"}
+    assert prov["torch_version"] == torch.__version__ and prov["device"].startswith("cpu")
+    assert saved["seeds"] == 2 and saved["seed_values"] == [0, 1]
+    for row in saved["rows"]:
+        for method, values in row["accuracy_per_seed"].items():
+            assert len(values) == 2 and row["accuracy"][method] == pytest.approx(sum(values) / 2)
+    assert len(saved["neumeta_all_widths"]["accuracy_per_seed"]) == 2
+    text = json.dumps(saved)
+    assert text.count('"min_fraction"') == 1  # one key, one meaning: the trainer's smallest trained fraction
+
+
+def test_one_seed_table_has_no_spread():
+    rows = [{"width": 4, "compression": 0.0, "seen_in_training": True,
+             "accuracy": dict.fromkeys(demo.METHODS, 0.5), "accuracy_std": dict.fromkeys(demo.METHODS, 0.0)}]
+    one = {"metric": "accuracy", "seeds": 1, "rows": rows, "recon_rel_error": {"smoothed": 0.5, "no_smoothing": 0.6}}
+    assert "±" not in demo.table(one) and "50.00" in demo.table(one)
+    assert "50.00 ± 0.00" in demo.table({**one, "seeds": 2})
+
+
+def test_demo_says_when_it_replaces_earlier_results(tiny_demo):
+    out, _, _ = tiny_demo
+    lines = []
+    demo.run(_tiny_demo(), str(out), progress=False, echo=lines.append)
+    assert any("holds the results of an earlier run" in line and "replaces them" in line for line in lines)

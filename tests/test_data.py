@@ -140,7 +140,7 @@ def test_random_bytes_as_a_cifar_batch_are_a_data_error(tmp_path, content):
 def test_cifar_missing_files_and_missing_root(tmp_path):
     with pytest.raises(D.DataError, match="missing files"):
         D.load("cifar100", root=str(tmp_path))
-    with pytest.raises(D.DataError, match="--data-root"):
+    with pytest.raises(D.DataError, match="config key data_root"):
         D.load("cifar10")
 
 
