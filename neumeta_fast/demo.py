@@ -34,6 +34,7 @@ from .objective import task as _task
 from .plot import consecutive_runs
 from .provenance import provenance
 from .smoothing import smooth
+from .stats import mean_interval, paired_difference
 from .trainer import ConfigError, TrainConfig, Trainer, resolve_device
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25)
@@ -282,6 +283,7 @@ def _summarise(config, task, family, per_seed, dense, recon_errors) -> dict:
             row[f"{metric}_per_seed"] = values
             if metric == primary:
                 row[f"{primary}_std"] = {m: _std(v) for m, v in values.items()}
+                row[f"{primary}_interval95"] = {m: list(mean_interval(v)[1:]) for m, v in values.items()}
         rows.append(row)
     columns = list(zip(*dense))  # per width: one value per seed
     return {
@@ -294,6 +296,7 @@ def _summarise(config, task, family, per_seed, dense, recon_errors) -> dict:
         "train_size": config.train_size,
         "training_widths": sorted(trained),
         "rows": rows,
+        "paired_neumeta_minus_individual": [_paired(row, primary) for row in rows if not row["seen_in_training"]],
         "neumeta_all_widths": {"width": list(family.widths), primary: [_mean(c) for c in columns],
                                f"{primary}_std": [_std(c) for c in columns],
                                f"{primary}_per_seed": [list(d) for d in dense]},
@@ -302,6 +305,13 @@ def _summarise(config, task, family, per_seed, dense, recon_errors) -> dict:
         "config": {"model": config.model, "base_steps": config.base_steps, "held_out": config.held_out,
                    "trainer": config.trainer.to_dict()},
     }
+
+
+def _paired(row: dict, primary: str) -> dict:
+    """NeuMeta minus individually trained at one width, paired by seed: mean and 95% interval."""
+    values = row[f"{primary}_per_seed"]
+    mean, low, high = paired_difference(values["neumeta"], values["individual"])
+    return {"width": row["width"], "mean": mean, "interval95": [low, high]}
 
 
 def _mean(v):
@@ -314,22 +324,32 @@ def _std(v):
 
 
 def table(results: dict) -> str:
-    """The markdown table: mean ± std over seeds (the mean alone for one seed)."""
+    """The markdown table: mean ± std [95% interval] over seeds (the mean alone for one seed), then the
+    paired NeuMeta - individual difference at every width the INR never trained on."""
     metric = results["metric"]
     scale, unit, digits = (100.0, "%", 2) if metric == "accuracy" else (1.0, "", 4)
     spread = results["seeds"] > 1
     head = "| width | compression | trained on | " + " | ".join(METHOD_NAMES[m] for m in METHODS) + " |"
-    over = f"mean ± std over {results['seeds']} seeds" if spread else "one seed"
+    over = f"mean ± std [95% t-interval] over {results['seeds']} seeds" if spread else "one seed"
     lines = [f"{metric}{' (' + unit + ')' if unit else ''}, {over}", head, "|" + "---|" * (3 + len(METHODS))]
     for row in results["rows"]:
-        cells = [f"{scale * row[metric][m]:.{digits}f}"
-                 + (f" ± {scale * row[metric + '_std'][m]:.{digits}f}" if spread else "") for m in METHODS]
+        cells = [f"{scale * row[metric][m]:.{digits}f}" + (_spread(row, metric, m, scale, digits) if spread else "")
+                 for m in METHODS]
         lines.append(f"| {row['width']} | {100 * row['compression']:.0f}% | {'yes' if row['seen_in_training'] else 'no'} | "
                      + " | ".join(cells) + " |")
+    for pair in results["paired_neumeta_minus_individual"] if spread else ():
+        low, high = (scale * x for x in pair["interval95"])
+        lines.append(f"NeuMeta - individually trained at width {pair['width']} (never trained), paired by seed: "
+                     f"{scale * pair['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]")
     rec = results["recon_rel_error"]
     lines.append(f"relative reconstruction error of the full-width weights: smoothed {rec['smoothed']:.4f}, "
                  f"no smoothing {rec['no_smoothing']:.4f}")
     return "\n".join(lines)
+
+
+def _spread(row: dict, metric: str, method: str, scale: float, digits: int) -> str:
+    low, high = (scale * x for x in row[f"{metric}_interval95"][method])
+    return f" ± {scale * row[metric + '_std'][method]:.{digits}f} [{low:.{digits - 1}f}, {high:.{digits - 1}f}]"
 
 
 def _write_outputs(results: dict, out: str) -> str:

@@ -521,10 +521,29 @@ def test_results_carry_provenance_and_per_seed_values(tiny_demo):
 
 def test_one_seed_table_has_no_spread():
     rows = [{"width": 4, "compression": 0.0, "seen_in_training": True,
-             "accuracy": dict.fromkeys(demo.METHODS, 0.5), "accuracy_std": dict.fromkeys(demo.METHODS, 0.0)}]
-    one = {"metric": "accuracy", "seeds": 1, "rows": rows, "recon_rel_error": {"smoothed": 0.5, "no_smoothing": 0.6}}
+             "accuracy": dict.fromkeys(demo.METHODS, 0.5), "accuracy_std": dict.fromkeys(demo.METHODS, 0.0),
+             "accuracy_interval95": dict.fromkeys(demo.METHODS, [0.5, 0.5])}]
+    one = {"metric": "accuracy", "seeds": 1, "rows": rows, "recon_rel_error": {"smoothed": 0.5, "no_smoothing": 0.6},
+           "paired_neumeta_minus_individual": []}
     assert "±" not in demo.table(one) and "50.00" in demo.table(one)
-    assert "50.00 ± 0.00" in demo.table({**one, "seeds": 2})
+    assert "50.00 ± 0.00 [50.0, 50.0]" in demo.table({**one, "seeds": 2})
+
+
+def test_multi_seed_table_has_intervals_and_the_paired_unseen_comparison(tiny_demo):
+    _, _, results = tiny_demo
+    unseen = [row for row in results["rows"] if not row["seen_in_training"]]
+    assert unseen and [p["width"] for p in results["paired_neumeta_minus_individual"]] == [r["width"] for r in unseen]
+    for row, pair in zip(unseen, results["paired_neumeta_minus_individual"]):
+        per_seed = row["accuracy_per_seed"]
+        diffs = [a - b for a, b in zip(per_seed["neumeta"], per_seed["individual"])]
+        assert pair["mean"] == pytest.approx(sum(diffs) / len(diffs))
+        low, high = pair["interval95"]
+        assert low <= pair["mean"] <= high
+    for row in results["rows"]:
+        for method, (low, high) in row["accuracy_interval95"].items():
+            assert low <= row["accuracy"][method] <= high
+    text = demo.table(results)
+    assert "95% t-interval" in text and "paired by seed" in text
 
 
 def test_demo_says_when_it_replaces_earlier_results(tiny_demo):
