@@ -96,3 +96,10 @@ def test_library_works_without_triton_and_says_why_its_backend_cannot():
     status, error = done.stdout.strip().splitlines()
     assert status == "not importable: No module named 'triton'"
     assert error == "backend 'triton' cannot run on cpu: not importable: No module named 'triton'"
+
+
+def test_build_and_run_take_the_same_torch_range():
+    """The extension is built against the build requirement's torch and loaded by the dependency's."""
+    build = [r for r in PYPROJECT["build-system"]["requires"] if re.match(r"torch\b", r)]
+    run = [r for r in PYPROJECT["project"]["dependencies"] if re.match(r"torch\b", r)]
+    assert build == run == ["torch>=2.4,<2.14"]
