@@ -1,4 +1,5 @@
-"""Build neumeta_fast: the C++ solver extension always, the CUDA extension where CUDA is usable.
+"""Build neumeta_fast's extensions: the C++ one always, the CUDA one where CUDA is usable.
+The package's metadata, dependencies and entry point are in pyproject.toml.
 
 Environment flags:
   NEUMETA_FORCE_CUDA=1  build the CUDA extension even when no GPU is visible (needs nvcc and a CUDA torch)
@@ -10,9 +11,6 @@ import os
 from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 import torch
-
-VERSION = {}
-exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "neumeta_fast", "_version.py")).read(), VERSION)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,16 +47,6 @@ def _extensions():
 
 
 setup(
-    name="neumeta_fast",
-    version=VERSION["__version__"],
-    description="Fast weight generation for Neural Metamorphosis (NeuMeta): fused INR kernels, a C++ path solver, and a trainer",
-    packages=["neumeta_fast", "neumeta_fast.backends", "neumeta_fast.compat", "neumeta_fast.kernels", "neumeta_fast.models"],
-    package_dir={"neumeta_fast.kernels": "kernels"},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "scipy"],
-    extras_require={"triton": ["triton"], "test": ["pytest", "pytest-benchmark", "ninja"],
-                    "demo": ["scikit-learn", "tqdm", "matplotlib"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    zip_safe=False,
 )

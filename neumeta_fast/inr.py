@@ -167,21 +167,27 @@ class INR(nn.Module):
         return w0, b0, wr, br, sc, wo, bo
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], *, num_freqs: FreqSpec | None = None) -> "INR":
-        """Build an INR whose configuration is read off a (reference or own) state dict, then load it.
+    def from_state_dict(cls, state: Mapping[str, object], *, num_freqs: FreqSpec | None = None,
+                        weights: str = "ema") -> "INR":
+        """Build an INR whose configuration is read off a state dict or training checkpoint, then load it.
 
+        `state` is an INR state dict (`model.{i}...` keys: the reference's hyper-model or this INR) or a
+        training checkpoint dict holding one: the authors' (`model_state_dict`, `ema_shadow`, `epoch`,
+        `optimizer_state_dict`, `best_acc`) or this package's Trainer's (`inr`, `ema`, ...). `weights`
+        picks the checkpoint's "ema" weights (what the authors evaluate and release) or the raw "model"
+        weights; a plain state dict is loaded as it is.
         The frequency count follows from the first layer's width; pass `num_freqs` as a
         `[low, high)` pair when the checkpoint used a range that does not start at 0.
         """
-        pattern = re.compile(r"model\.(\d+)\.(initial_layer\.(weight|bias)|residual_blocks\.(\d+)\.(weight|bias)"
-                             r"|scalars\.(\d+)|output_layer\.(weight|bias))$")
-        bad = [k for k in state if not pattern.match(k)]
+        state = _inr_weights(state, weights)
+        bad = [k for k in state if not _STATE_KEY.match(k)]
         if bad:
-            raise ValueError(f"not an INR state dict: unexpected keys {bad[:5]}")
+            raise ValueError(f"not an INR state dict: unexpected keys {bad[:5]} (a training checkpoint keeps the "
+                             f"INR under one of {[k for keys in CHECKPOINT_KEYS.values() for k in keys]})")
         if "model.0.initial_layer.weight" not in state:
             raise ValueError("not an INR state dict: 'model.0.initial_layer.weight' is missing")
-        num_tensors = 1 + max(int(pattern.match(k).group(1)) for k in state)
-        blocks = {int(m.group(4)) for k in state if (m := pattern.match(k)) and m.group(4) is not None}
+        num_tensors = 1 + max(int(_STATE_KEY.match(k).group(1)) for k in state)
+        blocks = {int(m.group(4)) for k in state if (m := _STATE_KEY.match(k)) and m.group(4) is not None}
         hidden, in_features = state["model.0.initial_layer.weight"].shape
         output_dim = state["model.0.output_layer.weight"].shape[0]
         if (in_features - 6) % 12:
@@ -192,3 +198,30 @@ class INR(nn.Module):
             raise ValueError(f"num_freqs={num_freqs!r} gives {inr.in_features} input features, checkpoint has {in_features}")
         inr.load_state_dict(state)
         return inr
+
+
+_STATE_KEY = re.compile(r"model\.(\d+)\.(initial_layer\.(weight|bias)|residual_blocks\.(\d+)\.(weight|bias)"
+                        r"|scalars\.(\d+)|output_layer\.(weight|bias))$")
+
+# Where training checkpoints keep the INR's weights, first match wins: the authors' scripts save
+# model_state_dict and ema_shadow (their loader also reads state_dict); this package's Trainer saves inr and ema.
+CHECKPOINT_KEYS = {"ema": ("ema_shadow", "ema"), "model": ("model_state_dict", "state_dict", "inr")}
+
+
+def _inr_weights(state: Mapping[str, object], weights: str) -> Mapping[str, object]:
+    """The INR state dict in `state`: its entry for `weights` when `state` is a training checkpoint, else `state`."""
+    if weights not in CHECKPOINT_KEYS:
+        raise ValueError(f"weights must be one of {sorted(CHECKPOINT_KEYS)}, got {weights!r}")
+    if not isinstance(state, Mapping):
+        raise TypeError(f"expected a state dict or a checkpoint dict, got {type(state).__name__}")
+    if not any(k in state for keys in CHECKPOINT_KEYS.values() for k in keys):
+        return state
+    found = next((k for k in CHECKPOINT_KEYS[weights] if k in state), None)
+    if found is None:
+        other = next(w for w in CHECKPOINT_KEYS if w != weights)
+        raise ValueError(f"the checkpoint has no {weights} weights (none of the keys {list(CHECKPOINT_KEYS[weights])}); "
+                         f"keys present: {sorted(map(str, state))}: pass weights={other!r} for its {other} weights")
+    inner = state[found]
+    if not isinstance(inner, Mapping):
+        raise ValueError(f"checkpoint entry {found!r} is a {type(inner).__name__}, not a state dict")
+    return inner

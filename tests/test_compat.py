@@ -415,3 +415,38 @@ def test_permutation_manager_call_honours_ignored_keys():
     assert torch.equal(model.hidden[0].weight, weight[order])
     with pytest.raises(ValueError, match="permutation"):
         PermutationManager(model, x).apply_permutations({"hidden.0.bias": {"out_channels": [0] * 24}})
+
+
+# -- neumeta_fast.upstream: the authors' models and checkpoint files with the package's own API -----------
+
+def test_model_layout_is_the_learnable_parameters_in_order():
+    from neumeta_fast.upstream import model_layout
+    model = TinyNet(width=5)
+    layout = model_layout(model)
+    assert [(s.name, s.shape, s.index) for s in layout.segments] == [
+        (name, shape, i) for i, (name, shape) in enumerate(_shapes(model))]
+    assert layout is model_layout(TinyNet(width=5))  # one Layout (and its cached plans) per shape set
+    with pytest.raises(AttributeError, match="learnable_parameter"):
+        model_layout(nn.Linear(2, 2))
+
+
+def test_load_inr_generates_what_the_authors_hyper_model_does(tmp_path):
+    from neumeta_fast.generate import generate_into
+    from neumeta_fast.upstream import load_inr, model_layout
+    torch.manual_seed(0)
+    model = TinyNet()
+    raw, ema = _hyper(model), _hyper(model)
+    # the authors' save_checkpoint; best_acc is a NumPy float64 there (sklearn's accuracy_score)
+    torch.save({"epoch": 3, "model_state_dict": raw.state_dict(), "optimizer_state_dict": {},
+                "ema_shadow": {k: p.data.clone() for k, p in ema.named_parameters()},
+                "best_acc": np.float64(0.875)}, tmp_path / "cifar10_nerf_best.pth")
+    with pytest.raises(Exception, match="weights_only"):  # why a plain torch.load is not enough
+        torch.load(tmp_path / "cifar10_nerf_best.pth")
+    for weights, hyper in (("ema", ema), ("model", raw)):
+        inr = load_inr(tmp_path / "cifar10_nerf_best.pth", weights=weights)
+        target = generate_into(inr, TinyNet(), model_layout(model), norm=NORM)
+        with torch.no_grad():
+            expected = generate(hyper, Layout.from_shapes(_shapes(model)), norm=NORM)
+        assert all(torch.equal(target.state_dict()[k], w) for k, w in expected.items())
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_inr(tmp_path / "missing.pth")

@@ -156,3 +156,54 @@ def test_group_by_mlp_sorts_stably_and_checks_the_range():
     for bad in ([0, -1], [3, 4]):
         with pytest.raises(ValueError, match=r"layer index reaches .* outside the INR's \[0, 4\) MLPs"):
             group_by_mlp(torch.tensor(bad), 4)
+
+
+# -- training checkpoints: the authors' save_checkpoint dict and this package's Trainer's ---------------
+
+def _authors_checkpoint(path, *, ema=True):
+    """A file as the authors' training scripts write it; its EMA weights differ from the raw ones."""
+    raw, averaged = INR(2, hidden_dim=8, num_layers=2, num_freqs=3), INR(2, hidden_dim=8, num_layers=2, num_freqs=3)
+    checkpoint = {"epoch": 7, "model_state_dict": raw.state_dict(),
+                  "optimizer_state_dict": torch.optim.AdamW(raw.parameters()).state_dict(), "best_acc": 0.91}
+    if ema:
+        checkpoint["ema_shadow"] = {k: p.data.clone() for k, p in averaged.named_parameters()}
+    torch.save(checkpoint, path)
+    return raw, averaged
+
+
+def _same_weights(a, b):
+    return a.state_dict().keys() == b.state_dict().keys() and all(
+        torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_from_state_dict_reads_the_authors_checkpoint(tmp_path):
+    raw, averaged = _authors_checkpoint(tmp_path / "best.pth")
+    checkpoint = torch.load(tmp_path / "best.pth", weights_only=True)
+    assert _same_weights(INR.from_state_dict(checkpoint), averaged)  # EMA by default
+    assert _same_weights(INR.from_state_dict(checkpoint, weights="ema"), averaged)
+    assert _same_weights(INR.from_state_dict(checkpoint, weights="model"), raw)
+    # their loader also takes the model weights under 'state_dict'
+    renamed = {("state_dict" if k == "model_state_dict" else k): v for k, v in checkpoint.items()}
+    assert _same_weights(INR.from_state_dict(renamed, weights="model"), raw)
+
+
+def test_from_state_dict_reads_a_trainer_checkpoint():
+    raw, averaged = INR(1, hidden_dim=8, num_freqs=2), INR(1, hidden_dim=8, num_freqs=2)
+    state = {"config": {}, "step": 3, "inr": raw.state_dict(), "ema": averaged.state_dict()}
+    assert _same_weights(INR.from_state_dict(state), averaged)
+    assert _same_weights(INR.from_state_dict(state, weights="model"), raw)
+
+
+def test_checkpoint_without_the_asked_weights_names_its_keys(tmp_path):
+    _authors_checkpoint(tmp_path / "no_ema.pth", ema=False)
+    checkpoint = torch.load(tmp_path / "no_ema.pth", weights_only=True)
+    with pytest.raises(ValueError, match=r"no ema weights.*'best_acc', 'epoch', 'model_state_dict'.*weights='model'"):
+        INR.from_state_dict(checkpoint)
+    with pytest.raises(ValueError, match="model_state_dict.*not a state dict"):
+        INR.from_state_dict({**checkpoint, "model_state_dict": 3}, weights="model")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        INR.from_state_dict(checkpoint, weights="best")
+    with pytest.raises(ValueError, match=r"unexpected keys \['epoch', 'best_acc'\].*model_state_dict"):
+        INR.from_state_dict({"epoch": 1, "best_acc": 0.5})
+    with pytest.raises(TypeError, match="list"):
+        INR.from_state_dict([("epoch", 1)])

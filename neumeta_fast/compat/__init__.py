@@ -5,7 +5,8 @@
                                      PermutationManager)
 
 Same names, arguments, defaults and return types as the authors' code; weights come from
-`neumeta_fast.generate` (any backend). Differences from the reference are listed in docs/compat.md.
+`neumeta_fast.generate` (any backend). The differences from the reference are listed in the README
+("Coming from the reference code"); `neumeta_fast.upstream` loads the authors' checkpoint files.
 """
 from .coordinates import create_key_masks, sample_coordinates, sample_subset
 from .hypermodel import NeRF_MLP_Compose, NeRF_ResMLP_Compose
