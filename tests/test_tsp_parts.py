@@ -3,6 +3,7 @@ csrc/cpu/tsp_testing.h): the array tour's undo log, the k-opt moves' gains, the 
 bound, the candidate lists and the exact solvers. Paths are tours through the dummy city n."""
 import functools
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from neumeta_fast import _C, tsp
 
-SETTINGS = settings(max_examples=60, deadline=None)
+# tests/_sanitize.py runs these on the sanitized build with its own number of examples.
+SETTINGS = settings(max_examples=int(os.environ.get("NEUMETA_TSP_PARTS_EXAMPLES", "60")), deadline=None)
 
 
 def _matrix(seed, n, kind):
@@ -24,6 +26,9 @@ def _matrix(seed, n, kind):
     return d - 1.5 if kind == "negative" else np.round(d * 2) if kind == "ties" else d
 
 
+
+
+KINDS = st.sampled_from(["uniform", "metric", "negative", "ties"])
 
 
 def _tour_cost(d, tour, n):
@@ -51,7 +56,7 @@ def _brute(d, path):
 
 @SETTINGS
 @given(st.integers(8, 40), st.booleans(), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1),
-       st.sampled_from(["uniform", "metric", "negative", "ties"]))
+       KINDS)
 def test_undo_restores_the_tour(n, path, seed, kick_seed, kind):
     d = _matrix(seed, n, kind)
     m = n + path
@@ -66,7 +71,7 @@ def test_undo_restores_the_tour(n, path, seed, kick_seed, kind):
 
 @SETTINGS
 @given(st.integers(4, 30), st.booleans(), st.integers(0, 2**32 - 1), st.integers(2, 5), st.data(),
-       st.sampled_from(["uniform", "metric", "negative", "ties"]))
+       KINDS)
 def test_move_gain_is_the_cost_change(n, path, seed, max_k, data, kind):
     d = _matrix(seed, n, kind)
     m = n + path
@@ -83,12 +88,18 @@ def test_move_gain_is_the_cost_change(n, path, seed, max_k, data, kind):
         assert change > 0
 
 
+@st.composite
+def _small_instances(draw):
+    """(d, path, the optimum by brute force) with 3 to 9 cities."""
+    d = _matrix(draw(st.integers(0, 2**32 - 1)), draw(st.integers(3, 9)), draw(KINDS))
+    path = draw(st.booleans())
+    return d, path, _brute(d, path)
+
+
 @SETTINGS
-@given(st.integers(3, 9), st.booleans(), st.integers(0, 2**32 - 1),
-       st.sampled_from(["uniform", "metric", "negative", "ties"]))
-def test_ascent_bound_never_exceeds_the_optimum(n, path, seed, kind):
-    d = _matrix(seed, n, kind)
-    best = _brute(d, path)
+@given(_small_instances())
+def test_ascent_bound_never_exceeds_the_optimum(instance):
+    d, path, best = instance
     assert _C._tsp_test_ascent_bound(d, path) <= best + 1e-9 * np.abs(d).sum()
 
 
@@ -150,11 +161,10 @@ def test_candidates_are_the_smallest_alphas(n, path, seed, penalised):
 
 
 @SETTINGS
-@given(st.integers(3, 9), st.booleans(), st.integers(0, 2**32 - 1),
-       st.sampled_from(["uniform", "metric", "negative", "ties"]))
-def test_exact_solvers_match_brute_force(n, path, seed, kind):
-    d = _matrix(seed, n, kind)
-    best = _brute(d, path)
+@given(_small_instances())
+def test_exact_solvers_match_brute_force(instance):
+    d, path, best = instance
+    n = len(d)
     order = _C._tsp_test_held_karp(d, path)
     assert sorted(order) == list(range(n))
     assert tsp.cost(d, order, path) == pytest.approx(best, rel=1e-12, abs=1e-12)
