@@ -10,8 +10,8 @@ dynamic programming as a fallback); beyond that it comes from iterated local
 search (sequential 2- to 5-opt moves as in LKH over alpha-nearness candidate
 lists under Held-Karp penalties, segment-local double-bridge kicks): without a
 ``time_limit`` it stops once kicks stop helping; with one it kicks until the
-limit. ``lower_bound`` gives a
-Held-Karp bound no order is shorter than, a certificate for any order.
+limit. ``lower_bound`` gives a Held-Karp bound no order is shorter than, a
+certificate for any order.
 
 Matrices must be real (float, integer or bool; not complex), finite, symmetric
 within a relative tolerance of 1e-5 (asymmetric problems are not supported: a

@@ -3,6 +3,7 @@
 // tour) for the others; lower_bound() from tsp_bound.h.
 #include "tsp.h"
 
+#include "tsp_bound.h"
 #include "tsp_candidates.h"
 #include "tsp_exact.h"
 #include "tsp_kicks.h"
