@@ -3,6 +3,7 @@
     python benchmarks/bench_tsp.py            # full table (a few minutes on 2 cores)
     python benchmarks/bench_tsp.py --quick    # n <= 256 only
     python benchmarks/bench_tsp.py --dry-run  # every instance kind and solver once, tiny (checks the script)
+    python benchmarks/bench_tsp.py --heldout  # ours against fast-tsp at equal time on held-out instances
 
 Instance kinds: "struct" (clustered low-rank rows plus noise, d = 576), "uniform"
 (symmetrised i.i.d. entries, no geometry) and "weights" (the city matrices smooth()
@@ -18,6 +19,11 @@ best-known lies above `tsp.lower_bound` (the Held-Karp bound): no path is
 shorter than the bound, so no cell's true gap to the optimum exceeds its gap
 plus that column.
 
+--heldout compares path costs at equal time limits (0.1 s and 1 s) with
+fast-tsp on "struct" instances of n = 512, 1024, 2048 built from seeds that no
+tuning run used (HELDOUT_SEED + 10 n + i, 4 per cell), both solvers in the same
+run on the same matrix; the table notes the machine's load average.
+
 fast-tsp and elkai are optional (pip install fast-tsp elkai); a missing one is
 skipped with a note. fast-tsp takes integers <= 65535, so its matrix is scaled
 to that range and rounded; elkai's is scaled to 1e6 and rounded.
@@ -25,6 +31,7 @@ to that range and rounded; elkai's is scaled to 1e6 and rounded.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -47,6 +54,10 @@ except ImportError:
 STRUCT_DIM = 576
 BUDGETS = (0.01, 0.1, 0.5, 1.0)
 ELKAI_DEFAULT_MAX_N = 256  # LKH's default (10 runs of n trials) takes minutes beyond this
+HELDOUT_SEED = 20_261_204  # base of the held-out instances' seeds: no tuning run used these
+HELDOUT_SIZES = (512, 1024, 2048)
+HELDOUT_BUDGETS = (0.1, 1.0)
+HELDOUT_INSTANCES = 4
 
 
 def struct_instance(n: int, seed: int) -> np.ndarray:
@@ -167,11 +178,37 @@ def small_table(sizes, repeat=30):
     return lines
 
 
+def heldout_table(sizes=HELDOUT_SIZES, budgets=HELDOUT_BUDGETS, instances=HELDOUT_INSTANCES):
+    """Mean path cost of ours and fast-tsp per (n, time limit) over held-out struct instances."""
+    lines = [f"load average before: {os.getloadavg()[0]:.2f} (1 min)", "",
+             "| n | limit | ours mean cost | fast-tsp mean cost | ours / fast-tsp - 1 | ours shorter on | "
+             "ours wall | fast-tsp wall |", "|---|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        dists = [struct_instance(n, HELDOUT_SEED + 10 * n + i) for i in range(instances)]
+        for budget in budgets:
+            ours = [run_ours(d, budget) for d in dists]
+            theirs = [run_fast_tsp(d, budget) for d in dists] if fast_tsp is not None else None
+            ours_cost = np.mean([c for _, c in ours])
+            cells = [f"{ours_cost:.1f}", "-", "-", "-", f"{np.mean([t for t, _ in ours]) * 1e3:.0f} ms", "-"]
+            if theirs is not None:
+                theirs_cost = np.mean([c for _, c in theirs])
+                wins = sum(a[1] <= b[1] for a, b in zip(ours, theirs))
+                cells[1:4] = [f"{theirs_cost:.1f}", f"{100 * (ours_cost / theirs_cost - 1):+.4f}%",
+                              f"{wins} of {instances}"]
+                cells[5] = f"{np.mean([t for t, _ in theirs]) * 1e3:.0f} ms"
+            lines.append(f"| {n} | {budget:g} s | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    lines.append(f"\nload average after: {os.getloadavg()[0]:.2f} (1 min)")
+    return lines
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only n <= 256")
     parser.add_argument("--dry-run", action="store_true", help="n = 8 and 16, the smallest weights instance, "
                         "one budget (checks the script)")
+    parser.add_argument("--heldout", action="store_true", help="only the held-out comparison with fast-tsp "
+                        "(with --dry-run: n = 64, one instance, 10 ms)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     notes = []
@@ -182,6 +219,10 @@ def main(argv: list[str] | None = None):
     for note in notes:
         print("note:", note)
     print()
+    if args.heldout:
+        table = heldout_table([64], [0.01], 1) if args.dry_run else heldout_table()
+        print("\n" + "\n".join(table))
+        return
     small = small_table([8], repeat=1) if args.dry_run else small_table([8, 12, 13, 14, 16])
     print()
     sizes = [16] if args.dry_run else [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024, 2048]

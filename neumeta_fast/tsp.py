@@ -1,4 +1,5 @@
-"""Shortest Hamiltonian path / closed tour solver (C++ core in ``csrc/cpu/tsp.cpp``).
+"""Shortest Hamiltonian path / closed tour solver (C++ core in ``csrc/cpu/tsp_*.cpp``, driver
+``tsp_solve.cpp``).
 
 ``solve`` takes a dense symmetric distance matrix (float32 or float64 numpy
 array, or a CPU tensor) exactly as given: no integer scaling, no magnitude cap,
@@ -7,17 +8,18 @@ is ignored. Up to ``EXACT_MAX_N`` (16) cities the result is provably optimal
 (branch and bound on Held-Karp penalised spanning-tree bounds, Held-Karp
 dynamic programming as a fallback); beyond that it comes from iterated local
 search (sequential 2- to 5-opt moves as in LKH over alpha-nearness candidate
-lists under Held-Karp penalties, segment-local double-bridge kicks) that stops
-once kicks stop helping, or at ``time_limit``. ``lower_bound`` gives a
-Held-Karp bound no order is shorter than, a certificate for any order.
+lists under Held-Karp penalties, segment-local double-bridge kicks): without a
+``time_limit`` it stops once kicks stop helping; with one it kicks until the
+limit. ``lower_bound`` gives a Held-Karp bound no order is shorter than, a
+certificate for any order.
 
 Matrices must be real (float, integer or bool; not complex), finite, symmetric
 within a relative tolerance of 1e-5 (asymmetric problems are not supported: a
 ValueError says which entry differs), and no larger than ``max_entry(n)`` in
 magnitude off the diagonal (about 1.7e308 / (1024 (n + 1)^2), so that lengths
 and penalties stay finite in float64: rescale larger ones); only the upper
-triangle is read. The result is deterministic for a given ``seed`` unless
-``time_limit`` cuts the search short.
+triangle is read. The result is deterministic for a given ``seed`` without a
+``time_limit``; with one it depends on how far the search got.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def _check_int(name: str, value) -> int:
 
 
 def _time_limit_seconds(time_limit) -> float:
-    """The C++ solver's time limit: -1 for None (no limit), else seconds >= 0."""
+    """The C++ solver's time limit: -1 for None or infinity (no limit), else seconds >= 0."""
     if time_limit is None:
         return -1.0
     if isinstance(time_limit, (bool, np.bool_)) or not isinstance(time_limit, numbers.Real):
@@ -68,7 +70,7 @@ def _time_limit_seconds(time_limit) -> float:
         limit = math.inf
     if not limit >= 0:
         raise ValueError(f"time_limit must be None or a number >= 0 (seconds), got {time_limit!r}")
-    return limit
+    return -1.0 if limit == math.inf else limit
 
 
 def _as_matrix(dist) -> np.ndarray:
@@ -93,8 +95,9 @@ def solve(dist, *, path: bool = True, time_limit: float | None = None, seed: int
     """Order of the n cities (int64 array) minimising the path (``path=True``,
     free ends) or closed tour (``path=False``) length under ``dist``.
 
-    ``time_limit`` (seconds, a real number: int, float or numpy scalar) caps the
-    search; ``None`` runs until converged.
+    ``time_limit`` (seconds, a real number: int, float or numpy scalar): beyond
+    ``EXACT_MAX_N`` cities the search goes on kicking until then (a shorter order,
+    but the call takes the whole limit); ``None`` or infinity runs until converged.
     """
     arr = _as_matrix(dist)
     path = _check_bool("path", path)

@@ -5,7 +5,8 @@ An ASan-built extension loads only into a process whose first library is the ASa
 fuzz runs in a child python started with LD_PRELOAD=libasan. The child builds the extension with
 torch's ninja build into build/sanitize (cached: later runs recompile only changed sources), installs
 it as neumeta_fast._C before neumeta_fast is imported, so the library's own Python code drives it, and
-runs every property of tests/_fuzz.py, seeded (the same seed replays the same examples).
+runs every property of tests/_fuzz.py and the tests of the solver's pieces (tests/test_tsp_parts.py),
+seeded (the same seed replays the same examples).
 
 Run as a script, this file is that child: python tests/_sanitize.py EXAMPLES SEED
 """
@@ -101,6 +102,14 @@ def _main(examples: int, seed: int) -> None:
         before = sum(counts.values())
         hypothesis.seed(seed)(prop)()
         print(f"{name}={sum(counts.values()) - before}", end=" ", flush=True)
+    # The solver's pieces through their test-only bindings (tests/test_tsp_parts.py), seeded the same way.
+    os.environ["NEUMETA_TSP_PARTS_EXAMPLES"] = str(examples)
+    import test_tsp_parts
+
+    for name in [n for n in dir(test_tsp_parts) if n.startswith("test_")]:
+        test = getattr(test_tsp_parts, name)
+        (hypothesis.seed(seed)(test) if hasattr(test, "hypothesis") else test)()
+        print(name, end=" ", flush=True)
     print(f"\nclean: {examples} examples asked per property, seed {seed}")
 
 

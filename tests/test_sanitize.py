@@ -1,8 +1,9 @@
 """All of csrc/cpu (the path solver, the coordinate and ResMLP ops, their bindings) built with
 AddressSanitizer and UndefinedBehaviorSanitizer, fuzzed through the library: every property of
 tests/_fuzz.py (solve, lower_bound, cost, path_order, rejected inputs, fill_coordinates,
-inr_forward[_separable], generate) runs on the sanitized build in a child process
-(tests/_sanitize.py). Any sanitizer report, failed property or hung example fails the test.
+inr_forward[_separable], generate) and the tests of the solver's pieces (tests/test_tsp_parts.py) run
+on the sanitized build in a child process (tests/_sanitize.py). Any sanitizer report, failed property
+or hung example fails the test.
 
 The first run builds into build/sanitize (about a minute on 2 cores); later runs recompile only
 changed sources, and the default run (20 examples per property) takes seconds. A longer run, on

@@ -456,11 +456,23 @@ def test_time_limit_takes_real_numbers_only():
     for bad in (-1, -1e-9, math.nan, -math.inf):
         with pytest.raises(ValueError, match="time_limit must be None or a number >= 0"):
             tsp.solve(d, time_limit=bad)
-    assert _is_perm(tsp.solve(d, time_limit=np.float32(0.1)), 30)
-    # Limits no run reaches (even beyond float range) leave the search as without one.
+    for good in (np.float32(0.01), np.int64(0), 0):
+        assert _is_perm(tsp.solve(d, time_limit=good), 30)
+    # Infinite limits (even beyond float range) leave the search as without one.
     untimed = tsp.solve(d)
-    for good in (np.int64(5), 3, math.inf, 10**400):
+    for good in (math.inf, 10**400):
         assert np.array_equal(tsp.solve(d, time_limit=good), untimed)
+
+
+def test_time_limit_is_used():
+    # With a limit the search kicks until it, past the point where it converges without one
+    # (about 0.1 s here), from the same start: it takes the limit and ends no longer.
+    d = _clustered(100, 5)
+    untimed = tsp.cost(d, tsp.solve(d, seed=2))
+    start = time.perf_counter()
+    order = tsp.solve(d, time_limit=0.5, seed=2)
+    assert 0.5 <= time.perf_counter() - start < 2.0
+    assert tsp.cost(d, order) <= untimed
 
 
 def test_flags_seed_and_size_types_checked():

@@ -11,6 +11,7 @@
 #include "inr_forward.h"
 #include "inr_train.h"
 #include "tsp.h"
+#include "tsp_testing.h"
 
 namespace py = pybind11;
 
@@ -50,6 +51,34 @@ double tsp_validate(const py::array& dist) {
   return with_matrix(dist, [&](const auto* data, int64_t n) { return neumeta::tsp::validate(data, n); });
 }
 
+// Test-only bindings of the solver's pieces (csrc/cpu/tsp_testing.h), for tests/test_tsp_parts.py.
+void bind_tsp_testing(py::module_& m) {
+  namespace t = neumeta::tsp::testing;
+  using Ints = std::vector<int>;
+  m.def("_tsp_test_kick_and_undo", [](const py::array& dist, bool path, const Ints& tour, uint64_t seed) {
+    const t::KickResult r = with_matrix(dist, [&](const auto* d, int64_t n) { return t::kick_and_undo(d, n, path, tour, seed); });
+    return py::make_tuple(r.kicked, r.restored, r.added, r.gain);
+  }, py::arg("dist"), py::arg("path"), py::arg("tour"), py::arg("seed"),
+        "Test only: (kicked tour, tour after undo, kick's added length, search's gain) of one kick.");
+  m.def("_tsp_test_move", [](const py::array& dist, bool path, const Ints& tour, int city, int max_k) {
+    const t::MoveResult r = with_matrix(dist, [&](const auto* d, int64_t n) { return t::move(d, n, path, tour, city, max_k); });
+    return py::make_tuple(r.gain, r.tour);
+  }, py::arg("dist"), py::arg("path"), py::arg("tour"), py::arg("city"), py::arg("max_k"),
+        "Test only: (reported gain, tour after) of the first improving move at city.");
+  m.def("_tsp_test_ascent_bound", [](const py::array& dist, bool path) {
+    return with_matrix(dist, [&](const auto* d, int64_t n) { return t::ascent_bound(d, n, path); });
+  }, py::arg("dist"), py::arg("path"), "Test only: lower_bound()'s subgradient ascent at any n >= 3.");
+  m.def("_tsp_test_candidates", [](const py::array& dist, bool path, const std::vector<double>& pi) {
+    return with_matrix(dist, [&](const auto* d, int64_t n) { return t::candidates(d, n, path, pi); });
+  }, py::arg("dist"), py::arg("path"), py::arg("pi"), "Test only: candidate lists under penalties pi.");
+  m.def("_tsp_test_held_karp", [](const py::array& dist, bool path) {
+    return with_matrix(dist, [&](const auto* d, int64_t n) { return t::held_karp(d, n, path); });
+  }, py::arg("dist"), py::arg("path"), "Test only: the Held-Karp dynamic program's optimal order.");
+  m.def("_tsp_test_branch_and_bound", [](const py::array& dist, double ub) {
+    return with_matrix(dist, [&](const auto* d, int64_t n) { return t::branch_and_bound(d, n, ub); });
+  }, py::arg("dist"), py::arg("ub"), "Test only: branch and bound's shortest tour below ub (empty if none).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -66,6 +95,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "|entry| off the diagonal. Releases the GIL.");
   m.def("tsp_max_entry", &neumeta::tsp::max_entry, py::arg("n"),
         "The largest |entry| off the diagonal tsp_solve accepts for n cities.");
+  bind_tsp_testing(m);
   m.def("fill_coordinates", &neumeta::coordinates::fill, py::arg("out"), py::arg("index"), py::arg("num_tensors"),
         py::arg("a_size"), py::arg("b_size"), py::arg("cols"),
         "Write one tensor's coordinate rows (docs/spec.md §2) into out [a_size * b_size, 6] (float32, CPU).",

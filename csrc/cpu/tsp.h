@@ -6,8 +6,13 @@
 // the sequential 2- to 5-opt moves of LKH over alpha-nearness candidate lists
 // (spanning-tree sensitivity after a few subgradient steps) with don't-look
 // bits, perturbed by segment-local double bridges (repaired with LKH's
-// restricted search on larger instances) until the search stops improving
-// or the time limit is reached.
+// restricted search on larger instances): until the search stops improving,
+// or with a time limit until that limit.
+//
+// The pieces: tsp_matrix (input view and checks), tsp_bound (Prim, the
+// subgradient ascent, Held-Karp bounds), tsp_candidates, tsp_tour (array tour
+// and undo log), tsp_kopt (moves), tsp_kicks, tsp_exact, tsp_solve (driver);
+// tsp_testing exposes them to the tests.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +25,7 @@ constexpr int64_t kExactMaxN = 16;
 
 struct Options {
   bool path = true;          // open path with free ends; false: closed tour
-  double time_limit = -1.0;  // seconds; negative: run until converged
+  double time_limit = -1.0;  // seconds: the search kicks until then; negative: until converged
   uint64_t seed = 0;
 };
 
@@ -38,8 +43,7 @@ double validate(const T* dist, int64_t n);
 
 // A visiting order of 0..n-1. Validates `dist` first (as above); the time
 // limit counts from the call, validation included. Deterministic for a given
-// seed unless the time limit cuts the search short. `dist` must outlive the
-// call; it is not copied.
+// seed without a time limit. `dist` must outlive the call; it is not copied.
 template <typename T>
 std::vector<int64_t> solve(const T* dist, int64_t n, const Options& opt);
 

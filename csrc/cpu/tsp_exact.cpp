@@ -1,5 +1,7 @@
 #include "tsp_exact.h"
 
+#include "tsp_bound.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -8,11 +10,31 @@
 namespace neumeta::tsp {
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kPruneRtol = 1e-12;  // a branch must promise to beat the bound by this fraction
 constexpr int kPenaltyRounds = 100;   // subgradient steps on the penalties
+constexpr int kStaleRounds = 10;      // rounds without a better bound that halve the step
 constexpr int kMemoBits = 15;         // memo slots: 2^kMemoBits (a full memo only stores less)
 constexpr int kMemoProbes = 8;
+
+// Polyak's step towards the bound `ub` (a tour's length), halved after
+// kStaleRounds rounds without a better bound; stops when the 1-tree is a tour
+// or reaches ub.
+struct PolyakRule {
+  static constexpr double kNow = 1.0, kBefore = 0.0;
+  double ub;
+  int rounds = 0, stale = 0;
+  double step = 2.0;
+
+  bool next(double bound, bool better, const std::vector<int>& excess, double& t) {
+    if (better) stale = 0;
+    else if (++stale == kStaleRounds) step /= 2, stale = 0;
+    double norm = 0;
+    for (const int e : excess) norm += double(e) * e;
+    if (++rounds == kPenaltyRounds || norm == 0 || !(ub - bound > 0)) return false;
+    t = step * (ub - bound) / norm;
+    return true;
+  }
+};
 
 class BranchAndBound {
  public:
@@ -47,30 +69,17 @@ class BranchAndBound {
   }
 
   // Minimum spanning tree of the cities in `set` under penalised distances
-  // (Prim, O(|set|^2)); counts tree degrees into `degree` when given.
+  // (O(|set|^2)); counts tree degrees into `degree` when given.
   double tree(uint32_t set, int* degree) const {
-    int in[32], parent[32], count = 0;
-    double key[32];
+    int rest[32], par[32], count = 0;
+    double key[32], rpi[32];
     for (int c = 0; c < m_; ++c)
-      if (set >> c & 1) in[count++] = c;
-    for (int i = 1; i < count; ++i) key[i] = wp_[in[0] * m_ + in[i]], parent[i] = in[0];
-    double total = 0;
-    for (int done = 1; done < count; ++done) {
-      int pick = done;
-      for (int i = done + 1; i < count; ++i)
-        if (key[i] < key[pick]) pick = i;
-      std::swap(in[done], in[pick]);
-      std::swap(key[done], key[pick]);
-      std::swap(parent[done], parent[pick]);
-      const int c = in[done];
-      total += key[done];
-      if (degree) ++degree[c], ++degree[parent[done]];
-      for (int i = done + 1; i < count; ++i) {
-        const double v = wp_[c * m_ + in[i]];
-        if (v < key[i]) key[i] = v, parent[i] = c;
-      }
-    }
-    return total;
+      if (set >> c & 1) rest[count++] = c;
+    auto rows = [&](int u) { return &w_[size_t(u) * m_]; };
+    auto visit = [&](int u, int p, double) {
+      if (degree && p >= 0) ++degree[u], ++degree[p];
+    };
+    return prim(count, rest, key, par, rpi, pi_.data(), rows, visit);
   }
 
   // Held-Karp penalties: subgradient ascent on the 1-tree bound (spanning
@@ -78,14 +87,12 @@ class BranchAndBound {
   // tour keeps its length minus twice the penalty sum under them, and the
   // spanning trees of the search below get much closer to the paths they bound.
   void optimise_penalties() {
-    std::vector<double> pi(m_, 0.0), best_pi = pi;
-    double best = -kInf, step = 2.0;
-    int stale = 0;
+    std::vector<double> pi(m_, 0.0);
     std::vector<int> degree(m_);
-    for (int round = 0; round < kPenaltyRounds; ++round) {
-      set_penalties(pi);
+    auto bound = [&](const std::vector<double>& p, std::vector<int>& excess) {
+      set_penalties(p);
       std::fill(degree.begin(), degree.end(), 0);
-      double bound = tree(full_ & ~(1u << s_), degree.data());
+      double b = tree(full_ & ~(1u << s_), degree.data());
       double e1 = kInf, e2 = kInf;
       int c1 = -1, c2 = -1;
       for (int c = 0; c < s_; ++c) {
@@ -93,18 +100,14 @@ class BranchAndBound {
         if (v < e1) e2 = e1, c2 = c1, e1 = v, c1 = c;
         else if (v < e2) e2 = v, c2 = c;
       }
-      bound += e1 + e2;
+      b += e1 + e2;
       ++degree[c1], ++degree[c2], degree[s_] += 2;
-      for (int c = 0; c < m_; ++c) bound -= 2 * pi[c];
-      if (bound > best) best = bound, best_pi = pi, stale = 0;
-      else if (++stale == 10) step /= 2, stale = 0;
-      double norm = 0;
-      for (int c = 0; c < m_; ++c) norm += double(degree[c] - 2) * (degree[c] - 2);
-      if (norm == 0 || !(ub_ - bound > 0)) break;  // the 1-tree is a tour, or nothing to gain
-      const double t = step * (ub_ - bound) / norm;
-      for (int c = 0; c < m_; ++c) pi[c] += t * (degree[c] - 2);
-    }
-    set_penalties(best_pi);
+      for (int c = 0; c < m_; ++c) b -= 2 * p[c], excess[c] = degree[c] - 2;
+      return b;
+    };
+    PolyakRule rule{ub_};
+    subgradient_ascent(pi, bound, rule);
+    set_penalties(pi);
   }
 
   // Lower bound on the rest of a tour that has visited `visited` and stands
@@ -180,6 +183,69 @@ class BranchAndBound {
 };
 
 }  // namespace
+
+template <typename T>
+std::vector<int> held_karp(const Matrix<T>& d, bool path, double ub) {
+  const int n = d.n;
+  // Paths start anywhere; tours start at city 0, so the subsets range over the others.
+  const int bits = path ? n : n - 1;
+  const int w_n = bits + 1;
+  auto city = [&](int i) { return path ? i : (i == bits ? 0 : i + 1); };
+  std::vector<double> w(size_t(w_n) * w_n), minin(w_n, kInf);
+  for (int i = 0; i < w_n; ++i)
+    for (int j = 0; j < w_n; ++j)
+      if (i != j && (i < n && j < n)) {
+        w[i * w_n + j] = d(city(i), city(j));
+        minin[j] = std::min(minin[j], w[i * w_n + j]);
+      }
+  const uint32_t full = (1u << bits) - 1;
+  std::vector<double> dp(size_t(full + 1) * bits, kInf);
+  for (int j = 0; j < bits; ++j) dp[(size_t(1) << j) * bits + j] = path ? 0.0 : w[bits * w_n + j];
+
+  for (uint32_t s = 1; s < full; ++s) {
+    double rest = path ? 0.0 : minin[bits];
+    for (int k = 0; k < bits; ++k)
+      if (!(s >> k & 1)) rest += minin[k];
+    const double* row = &dp[size_t(s) * bits];
+    for (int j = 0; j < bits; ++j) {
+      const double v = row[j];
+      if (!(v + rest < ub)) continue;
+      for (int k = 0; k < bits; ++k) {
+        if (s >> k & 1) continue;
+        const double nv = v + w[j * w_n + k];
+        double& t = dp[size_t(s | (1u << k)) * bits + k];
+        if (nv < t) t = nv;
+      }
+    }
+  }
+
+  int end = -1;
+  double best = ub;
+  for (int j = 0; j < bits; ++j) {
+    const double v = dp[size_t(full) * bits + j] + (path ? 0.0 : w[j * w_n + bits]);
+    if (v < best) best = v, end = j;
+  }
+  if (end < 0) return {};
+  std::vector<int> order;
+  uint32_t s = full;
+  for (int j = end;;) {
+    order.push_back(city(j));
+    const uint32_t prev = s & ~(1u << j);
+    if (!prev) break;
+    int from = -1;
+    for (int i = 0; i < bits && from < 0; ++i)
+      if ((prev >> i & 1) && dp[size_t(prev) * bits + i] + w[i * w_n + j] == dp[size_t(s) * bits + j]) from = i;
+    if (from < 0) return {};  // cannot happen: every stored length came from such a predecessor
+    s = prev;
+    j = from;
+  }
+  if (!path) order.push_back(0);
+  std::reverse(order.begin(), order.end());
+  return order;
+}
+
+template std::vector<int> held_karp(const Matrix<float>&, bool, double);
+template std::vector<int> held_karp(const Matrix<double>&, bool, double);
 
 std::vector<int> branch_and_bound(const std::vector<double>& w, int m, double ub, int64_t max_nodes, bool* complete) {
   return BranchAndBound(w, m, ub, max_nodes).run(complete);

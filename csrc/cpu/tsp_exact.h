@@ -1,5 +1,7 @@
-// Exact shortest closed tour for small dense instances (internal to the solver).
+// Exact solvers for small instances (internal to the solver).
 #pragma once
+
+#include "tsp_matrix.h"
 
 #include <cstdint>
 #include <vector>
@@ -16,5 +18,14 @@ constexpr int kBranchMaxCities = 24;
 // seen per (visited set, last city). Gives up after `max_nodes` search nodes:
 // then it returns an empty order and sets *complete to false.
 std::vector<int> branch_and_bound(const std::vector<double>& w, int m, double ub, int64_t max_nodes, bool* complete);
+
+// Shortest path (`path`) or tour under d (real cities only, d.m == d.n) by
+// dynamic programming over subsets (Held-Karp), as cities in order. A state whose
+// length plus a lower bound on the rest (each unvisited city still needs an
+// edge into it) reaches `ub` is never expanded, so a good heuristic bound
+// leaves most of the table untouched. Returns an empty order if nothing is
+// shorter than `ub`.
+template <typename T>
+std::vector<int> held_karp(const Matrix<T>& d, bool path, double ub);
 
 }  // namespace neumeta::tsp
