@@ -3,9 +3,10 @@
 Rows come grouped by MLP: group g = rows [offsets[g], offsets[g + 1]) is evaluated by MLP mlps[g], whose
 weights are w[mlps[g]]. A host-built tile schedule (`schedule`: int32 (first row, end row, MLP) per row
 tile, ordered by MLP, like the fused forward's persistent grid) lets one launch cover every group, with
-masks for ragged, tiny and empty groups. Three kernels, each one launch per layer:
+masks for ragged, tiny and empty groups. Three entry points, each one launch per layer:
   grouped_linear: y = x @ w[m]^T + b[m], or the residual block's epilogue t = relu(.), h' = s[m] t + x;
   grouped_dx:     dx = g(dy) @ w[m] (+ dy for the residual block), g the ReLU mask and scale s[m];
+                  both are _rows_kernel (a row tile times w[m] or its transpose, with an epilogue);
   grouped_wgrad:  dw[m] += g(dy)^T x, db[m] += sum g(dy), ds[m] += sum dy * t; one program owns an MLP's
                   tile of dw and walks all of that MLP's row tiles, so MLPs used by several groups are
                   summed without atomics, deterministically.
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-
 from triton.runtime.interpreter import InterpretedFunction
 
 PRECISIONS = ("ieee", "tf32", "bf16")
@@ -99,58 +99,50 @@ def _dot(a, b, acc, PREC: tl.constexpr, GPU: tl.constexpr):
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, b_ptr, s_ptr, y_ptr, t_ptr, tiles, K, N, stride_x, stride_y,
-                   stride_wm, stride_wn, stride_bm, stride_s,
-                   RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   PREC: tl.constexpr, GPU: tl.constexpr):
-    tile, pid_n = tl.program_id(0), tl.program_id(1)
+def _row_tile(tiles, tile, BLOCK_M: tl.constexpr):
+    """(rows, row mask, MLP) of schedule entry `tile`."""
     r0, r1 = tl.load(tiles + 3 * tile), tl.load(tiles + 3 * tile + 1)
-    m = tl.load(tiles + 3 * tile + 2).to(tl.int64)
     rows = (r0 + tl.arange(0, BLOCK_M)).to(tl.int64)
-    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok, n_ok = rows < r1, n < N
-    w = w_ptr + m * stride_wm
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
-        wt = tl.load(w + n[None, :] * stride_wn + k[:, None], mask=(k < K)[:, None] & n_ok[None, :], other=0.0)
-        acc = _dot(a, wt, acc, PREC, GPU)
-    y = acc + tl.load(b_ptr + m * stride_bm + n, mask=n_ok, other=0.0)[None, :]
-    out = rows[:, None] * stride_y + n[None, :]
-    mask = row_ok[:, None] & n_ok[None, :]
-    if RESIDUAL:  # t = relu(y) (NaN kept, as torch.relu), y_ptr gets h' = s t + x
-        y = tl.where(y < 0.0, 0.0, y)
-        tl.store(t_ptr + out, y, mask=mask)
-        y = tl.load(s_ptr + m * stride_s) * y + tl.load(x_ptr + rows[:, None] * stride_x + n[None, :], mask=mask)
-    tl.store(y_ptr + out, y, mask=mask)
+    return rows, rows < r1, tl.load(tiles + 3 * tile + 2).to(tl.int64)
 
 
 @triton.jit
-def _dx_kernel(dy_ptr, t_ptr, w_ptr, s_ptr, dx_ptr, tiles, N, K, stride_dy, stride_dx, stride_wm, stride_wn,
-               stride_s, GATED: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREC: tl.constexpr, GPU: tl.constexpr):
-    tile, pid_k = tl.program_id(0), tl.program_id(1)
-    r0, r1 = tl.load(tiles + 3 * tile), tl.load(tiles + 3 * tile + 1)
-    m = tl.load(tiles + 3 * tile + 2).to(tl.int64)
-    rows = (r0 + tl.arange(0, BLOCK_M)).to(tl.int64)
-    k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    row_ok, k_ok = rows < r1, k < K
+def _rows_kernel(a_ptr, t_ptr, w_ptr, b_ptr, s_ptr, y_ptr, t_out, tiles, R, C, stride_a, stride_y, stride_wm,
+                 stride_wr, stride_wc, stride_bm, stride_s, GATED: tl.constexpr, BIAS: tl.constexpr,
+                 RELU_SCALE: tl.constexpr, ADD_INPUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_C: tl.constexpr, PREC: tl.constexpr, GPU: tl.constexpr):
+    """y[rows, c] = epilogue(sum_r A[rows, r] W_m[r, c]) for one (row tile, column tile).
+
+    W_m[r, c] = w[m, r * stride_wr + c * stride_wc]: w[m]^T for the forward, w[m] for dx.
+    GATED: A = where(t <= 0, 0, A * s[m]). Epilogue in order: BIAS + b[m]; RELU_SCALE: t_out = relu(.),
+    then times s[m]; ADD_INPUT: + A[rows, c] as read (the skip connection, forward and backward).
+    """
+    rows, row_ok, m = _row_tile(tiles, tl.program_id(0), BLOCK_M)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
     w = w_ptr + m * stride_wm
-    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for n0 in range(0, N, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        offs = rows[:, None] * stride_dy + n[None, :]
-        mask = row_ok[:, None] & (n < N)[None, :]
-        a = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        offs = rows[:, None] * stride_a + r[None, :]
+        mask = row_ok[:, None] & (r < R)[None, :]
+        a = tl.load(a_ptr + offs, mask=mask, other=0.0)
         if GATED:
             a = tl.where(tl.load(t_ptr + offs, mask=mask, other=0.0) <= 0.0, 0.0, a * tl.load(s_ptr + m * stride_s))
-        wt = tl.load(w + n[:, None] * stride_wn + k[None, :], mask=(n < N)[:, None] & k_ok[None, :], other=0.0)
+        wt = tl.load(w + r[:, None] * stride_wr + c[None, :] * stride_wc, mask=(r < R)[:, None] & c_ok[None, :],
+                     other=0.0)
         acc = _dot(a, wt, acc, PREC, GPU)
-    mask = row_ok[:, None] & k_ok[None, :]
-    if RESIDUAL:  # the block's skip connection: dx = dy + g(dy) @ w
-        acc += tl.load(dy_ptr + rows[:, None] * stride_dy + k[None, :], mask=mask)
-    tl.store(dx_ptr + rows[:, None] * stride_dx + k[None, :], acc, mask=mask)
+    out = rows[:, None] * stride_y + c[None, :]
+    mask = row_ok[:, None] & c_ok[None, :]
+    if BIAS:
+        acc += tl.load(b_ptr + m * stride_bm + c, mask=c_ok, other=0.0)[None, :]
+    if RELU_SCALE:
+        acc = tl.where(acc < 0.0, 0.0, acc)  # ReLU that keeps NaN, as torch.relu
+        tl.store(t_out + out, acc, mask=mask)
+        acc = tl.load(s_ptr + m * stride_s) * acc
+    if ADD_INPUT:
+        acc += tl.load(a_ptr + rows[:, None] * stride_a + c[None, :], mask=mask)
+    tl.store(y_ptr + out, acc, mask=mask)
 
 
 @triton.jit
@@ -160,7 +152,7 @@ def _wgrad_kernel(dy_ptr, t_ptr, x_ptr, s_ptr, dw_ptr, db_ptr, ds_part, tiles, m
                   PREC: tl.constexpr, GPU: tl.constexpr):
     u, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     first, last = tl.load(mlp_ptr + u), tl.load(mlp_ptr + u + 1)
-    m = tl.load(tiles + 3 * first + 2).to(tl.int64)
+    m = tl.load(tiles + 3 * first + 2).to(tl.int64)  # every tile of u has this MLP
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     n_ok, k_ok = n < N, k < K
@@ -168,9 +160,7 @@ def _wgrad_kernel(dy_ptr, t_ptr, x_ptr, s_ptr, dw_ptr, db_ptr, ds_part, tiles, m
     db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     ds = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for tile in range(first, last):
-        r0, r1 = tl.load(tiles + 3 * tile), tl.load(tiles + 3 * tile + 1)
-        rows = (r0 + tl.arange(0, BLOCK_M)).to(tl.int64)
-        row_ok = rows < r1
+        rows, row_ok, _ = _row_tile(tiles, tile, BLOCK_M)
         offs = rows[:, None] * stride_dy + n[None, :]
         mask = row_ok[:, None] & n_ok[None, :]
         a = tl.load(dy_ptr + offs, mask=mask, other=0.0)
@@ -215,12 +205,42 @@ def _on(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
-def _scale_or(scale: torch.Tensor | None, fallback: torch.Tensor, num_mlps: int, device) -> tuple[torch.Tensor, int]:
-    """(scale pointer, stride): a valid pointer that is never read when there is no scale."""
-    if scale is None:
-        return fallback, 0
-    _check("scale", scale, (num_mlps,), device)
-    return scale, scale.stride(0)
+def _check_all(device: torch.device, *operands) -> None:
+    """_check of every (name, tensor or None, shape); None: an operand this call does not use."""
+    for name, t, shape in operands:
+        if t is not None:
+            _check(name, t, shape, device)
+
+
+def _launch_rows(a_name, a, offsets, mlps, w, out, *, r_axis, t=None, bias=None, scale=None, t_out=None,
+                 add_input=False, precision="ieee"):
+    """Checks, then _rows_kernel over every tile of the grouping: out [rows, C] from a [rows, R], where
+    R is w's axis r_axis (2: the forward's K, 1: dx's N) and C its other one."""
+    _check_precision(precision)
+    if a.dim() != 2 or w.dim() != 3 or a.shape[1] != w.shape[r_axis]:
+        raise ValueError(f"{a_name} [rows, {'NK'[r_axis - 1]}] must match w [M, N, K], got {tuple(a.shape)} "
+                         f"and {tuple(w.shape)}")
+    (rows, r_dim), (num_mlps, c_dim) = a.shape, (w.shape[0], w.shape[3 - r_axis])
+    dev = a.device
+    check_groups(offsets, mlps, rows, num_mlps)
+    out = a.new_empty(rows, c_dim) if out is None else out
+    _check_all(dev, (a_name, a, (rows, r_dim)), ("w", w, w.shape), ("out", out, (rows, c_dim)),
+               ("t", t, (rows, r_dim)), ("b", bias, (num_mlps, c_dim)), ("t_out", t_out, (rows, c_dim)),
+               ("scale", scale, (num_mlps,)))
+    if add_input and r_dim != c_dim:
+        raise ValueError(f"the residual block needs a square w, got {tuple(w.shape)}")
+    sched = schedule(offsets, mlps, dev)
+    if sched.num_tiles:
+        unused = out  # a valid pointer for the operands this launch never reads
+        with _on(dev):
+            _rows_kernel[(sched.num_tiles, triton.cdiv(c_dim, BLOCK_N))](
+                a, unused if t is None else t, w, unused if bias is None else bias, unused if scale is None else scale,
+                out, unused if t_out is None else t_out, sched.tiles, r_dim, c_dim, a.stride(0), out.stride(0),
+                w.stride(0), *((1, w.stride(1)) if r_axis == 2 else (w.stride(1), 1)),
+                0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
+                GATED=t is not None, BIAS=bias is not None, RELU_SCALE=t_out is not None, ADD_INPUT=add_input,
+                BLOCK_M=BLOCK_M, BLOCK_R=BLOCK_K, BLOCK_C=BLOCK_N, PREC=precision, GPU=_compiled(dev))
+    return out
 
 
 def grouped_linear(x: torch.Tensor, offsets: list[int], mlps: list[int], w: torch.Tensor, b: torch.Tensor, *,
@@ -232,30 +252,11 @@ def grouped_linear(x: torch.Tensor, offsets: list[int], mlps: list[int], w: torc
     With scale [M] (the residual block, N == K): returns (t, h') with t = relu(y) and
     h' = scale[mlps[g]] * t + x. out / t_out: where to write y (or h') / t (else new tensors).
     """
-    _check_precision(precision)
-    rows, k_dim = x.shape
-    num_mlps, n_dim = w.shape[0], w.shape[1]
-    dev = x.device
-    check_groups(offsets, mlps, rows, num_mlps)
-    _check("x", x, (rows, k_dim), dev)
-    _check("w", w, (num_mlps, n_dim, k_dim), dev)
-    _check("b", b, (num_mlps, n_dim), dev)
     residual = scale is not None
-    if residual and n_dim != k_dim:
-        raise ValueError(f"the residual block needs a square w, got {n_dim} x {k_dim}")
-    s, stride_s = _scale_or(scale, b, num_mlps, dev)
-    out = x.new_empty(rows, n_dim) if out is None else out
-    _check("out", out, (rows, n_dim), dev)
-    if residual:
-        t_out = x.new_empty(rows, n_dim) if t_out is None else t_out
-        _check("t_out", t_out, (rows, n_dim), dev)
-    sched = schedule(offsets, mlps, dev)
-    if sched.num_tiles:
-        with _on(dev):
-            _linear_kernel[(sched.num_tiles, triton.cdiv(n_dim, BLOCK_N))](
-                x, w, b, s, out, t_out if residual else out, sched.tiles, k_dim, n_dim, x.stride(0), out.stride(0),
-                w.stride(0), w.stride(1), b.stride(0), stride_s,
-                RESIDUAL=residual, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, PREC=precision, GPU=_compiled(dev))
+    if residual and t_out is None:
+        t_out = x.new_empty(x.shape[0], w.shape[1])
+    out = _launch_rows("x", x, offsets, mlps, w, out, r_axis=2, bias=b, scale=scale,
+                       t_out=t_out if residual else None, add_input=residual, precision=precision)
     return (t_out, out) if residual else out
 
 
@@ -267,28 +268,9 @@ def grouped_dx(dy: torch.Tensor, offsets: list[int], mlps: list[int], w: torch.T
     dy [rows, N], w [M, N, K]. gate = (t [rows, N], scale [M]): g(dy) = where(t <= 0, 0, dy * scale[m]),
     the backward of t = relu(.) scaled by the block's scalar; None: g(dy) = dy. out must not alias dy.
     """
-    _check_precision(precision)
-    rows, n_dim = dy.shape
-    num_mlps, k_dim = w.shape[0], w.shape[2]
-    dev = dy.device
-    check_groups(offsets, mlps, rows, num_mlps)
-    _check("dy", dy, (rows, n_dim), dev)
-    _check("w", w, (num_mlps, n_dim, k_dim), dev)
-    if residual and n_dim != k_dim:
-        raise ValueError(f"the residual block needs a square w, got {n_dim} x {k_dim}")
-    t, scale = gate if gate is not None else (dy, None)
-    _check("t", t, (rows, n_dim), dev)
-    s, stride_s = _scale_or(scale, w, num_mlps, dev)
-    out = dy.new_empty(rows, k_dim) if out is None else out
-    _check("out", out, (rows, k_dim), dev)
-    sched = schedule(offsets, mlps, dev)
-    if sched.num_tiles:
-        with _on(dev):
-            _dx_kernel[(sched.num_tiles, triton.cdiv(k_dim, BLOCK_K))](
-                dy, t, w, s, out, sched.tiles, n_dim, k_dim, dy.stride(0), out.stride(0), w.stride(0), w.stride(1),
-                stride_s, GATED=gate is not None, RESIDUAL=residual, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                BLOCK_K=BLOCK_K, PREC=precision, GPU=_compiled(dev))
-    return out
+    t, scale = gate if gate is not None else (None, None)
+    return _launch_rows("dy", dy, offsets, mlps, w, out, r_axis=1, t=t, scale=scale, add_input=residual,
+                        precision=precision)
 
 
 def grouped_wgrad(dy: torch.Tensor, x: torch.Tensor, offsets: list[int], mlps: list[int], dw: torch.Tensor,
@@ -301,31 +283,29 @@ def grouped_wgrad(dy: torch.Tensor, x: torch.Tensor, offsets: list[int], mlps: l
     MLPs no row reaches keep their dw, db and dscale.
     """
     _check_precision(precision)
-    rows, n_dim = dy.shape
-    num_mlps, k_dim = dw.shape[0], dw.shape[2]
+    if dy.dim() != 2 or x.dim() != 2 or dw.dim() != 3:
+        raise ValueError(f"dy [rows, N], x [rows, K], dw [M, N, K] expected, got {tuple(dy.shape)}, "
+                         f"{tuple(x.shape)}, {tuple(dw.shape)}")
+    (rows, n_dim), (num_mlps, k_dim) = dy.shape, (dw.shape[0], dw.shape[2])
     dev = dy.device
     check_groups(offsets, mlps, rows, num_mlps)
-    _check("dy", dy, (rows, n_dim), dev)
-    _check("x", x, (rows, k_dim), dev)
-    _check("dw", dw, (num_mlps, n_dim, k_dim), dev)
-    _check("db", db, (num_mlps, n_dim), dev)
     if (gate is None) != (dscale is None):
         raise ValueError("gate and dscale go together: the scale's gradient is taken where the gate is")
-    t, scale = gate if gate is not None else (dy, None)
-    _check("t", t, (rows, n_dim), dev)
-    s, stride_s = _scale_or(scale, db, num_mlps, dev)
-    if dscale is not None:
-        _check("dscale", dscale, (num_mlps,), dev)
+    t, scale = gate if gate is not None else (None, None)
+    _check_all(dev, ("dy", dy, (rows, n_dim)), ("x", x, (rows, k_dim)), ("dw", dw, (num_mlps, n_dim, k_dim)),
+               ("db", db, (num_mlps, n_dim)), ("t", t, (rows, n_dim)), ("scale", scale, (num_mlps,)),
+               ("dscale", dscale, (num_mlps,)))
     sched = schedule(offsets, mlps, dev)
     used = sched.mlp_ids.numel()
     if not used:
         return
     n_tiles = triton.cdiv(n_dim, BLOCK_N)
-    ds_part = dy.new_empty(used, n_tiles) if gate is not None else db
+    ds_part = dy.new_empty(used, n_tiles) if gate is not None else db  # db: never written without a gate
     with _on(dev):
         _wgrad_kernel[(used, n_tiles, triton.cdiv(k_dim, BLOCK_K))](
-            dy, t, x, s, dw, db, ds_part, sched.tiles, sched.mlp_ptr, n_dim, k_dim, dy.stride(0), x.stride(0),
-            stride_s, dw.stride(0), dw.stride(1), db.stride(0), n_tiles,
-            GATED=gate is not None, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, PREC=precision, GPU=_compiled(dev))
+            dy, dy if t is None else t, x, db if scale is None else scale, dw, db, ds_part, sched.tiles,
+            sched.mlp_ptr, n_dim, k_dim, dy.stride(0), x.stride(0), 0 if scale is None else scale.stride(0),
+            dw.stride(0), dw.stride(1), db.stride(0), n_tiles, GATED=gate is not None, BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, PREC=precision, GPU=_compiled(dev))
     if gate is not None:
         dscale.index_add_(0, sched.mlp_ids, ds_part.sum(1))
