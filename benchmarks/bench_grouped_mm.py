@@ -21,7 +21,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: CPU tensors need the interpreter
 
-from bench_trainer import median_ms  # noqa: E402
+from timing import bench_ms  # noqa: E402
 
 from neumeta_fast.backends import torch_train  # noqa: E402
 from neumeta_fast.kernels import grouped_mm as gm  # noqa: E402
@@ -52,19 +52,14 @@ def make_case(rows: int, groups: int, hidden: int, layers: int, device: torch.de
 
 
 def op_cases(offsets, mlps, tensors):
-    """(name, torch loops, grouped kernels) of the training op's forward and backward."""
+    """(name, torch loops, grouped kernels) of the training op's forward and backward: the same call, run
+    with the twin's kernel switch off for the loops (see main)."""
     z0, wr, br, sc, wo, bo = tensors
     _, h, t = torch_train._forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo)
     gout = torch.randn(z0.shape[0], OUT_DIM, device=z0.device)
-
-    def loops(fn):
-        def run():
-            with mock.patch.object(torch_train, "_grouped", lambda t: None):
-                fn()
-        return run
     fwd = lambda: torch_train._forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo)  # noqa: E731
     bwd = lambda: torch_train._backward_torch(gout, h, t, offsets, mlps, wr, sc, wo)  # noqa: E731
-    return [("training op forward", loops(fwd), fwd), ("training op backward", loops(bwd), bwd)]
+    return [("training op forward", fwd, fwd), ("training op backward", bwd, bwd)]  # loops: timed unpatched
 
 
 def piece_cases(offsets, mlps, tensors, precision: str):
@@ -133,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                 if precision != "bf16":  # the op's precision follows torch's TF32 switch; it has no bf16
                     cases = op_cases(offsets, mlps, tensors) + cases
                 for name, loop, grouped in cases:
-                    a, b = median_ms(loop, args.steps, device), median_ms(grouped, args.steps, device)
+                    with mock.patch.object(torch_train, "_grouped", lambda t: None):  # the twin's own loops
+                        a = bench_ms(loop, device, args.steps)
+                    b = bench_ms(grouped, device, args.steps)
                     print(f"| {name} | {precision} | {a:.3f} | {b:.3f} | {a / b:.2f}x |")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -286,10 +286,10 @@ def test_grouped_kernels_equal_the_torch_loops_one_launch_per_layer(grouped_kern
     draws = torch.Generator().manual_seed(len(offsets) + blocks)
     z0 = torch.randn(offsets[-1], hidden, generator=draws)
     probe = torch.randn(offsets[-1], out_dim, generator=draws)
-    got, got_grads = _grads(lambda z, *w: torch_train.resmlp_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
+    got, got_grads = _grads(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
     assert grouped_kernels == {name: blocks + 1 for name in ("grouped_linear", "grouped_dx", "grouped_wgrad")}
     torch_train.GROUPED_ON_CPU = False  # the same op through the torch loops (monkeypatch restores it)
-    want, want_grads = _grads(lambda z, *w: torch_train.resmlp_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
+    want, want_grads = _grads(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
     assert _rel(got, want) < 1e-6
     for i, (g, w) in enumerate(zip(got_grads, want_grads)):
         assert _rel(g, w) < (1e-4 if i == 3 else 2e-5)  # input 3: the residual scalars (see above)
