@@ -12,7 +12,7 @@ import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ["bench_inr_forward", "bench_orientation", "bench_smooth", "bench_trainer", "bench_tsp", "compile_check",
-           "device_check", "device_check_cuda"]
+           "device_check", "device_check_cuda", "bench_grouped_mm"]
 
 
 @pytest.fixture
@@ -100,6 +100,7 @@ DRY_RUN_SHOWS = {
     "device_check": ["correctness: all checks passed"],
     "device_check_cuda": ["| tiny | K=3 Philox reference-mode noise vs torch given that noise |",
                           "| tiny | 15 coords, INR 16/2/2 | triton float16 |"],
+    "bench_grouped_mm": ["| training op backward | tf32 |", "| layer weight gradients (+ bias, scalar) | bf16 |"],
 }
 
 

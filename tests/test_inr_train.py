@@ -2,6 +2,7 @@
 gradients against the plain reference and eager autograd, the C++ op against its torch twin, gradcheck
 of the op's backward in float64, and torch.compile of a trainer step through the custom op."""
 import math
+import os
 
 import pytest
 import torch
@@ -257,3 +258,44 @@ def test_trainer_step_compiles_with_the_custom_op():
     torch.compile(step, backend="aot_eager")().backward()
     for n, p in inr.named_parameters():
         assert _rel(p.grad, want[n]) < 1e-5, n
+
+
+# -- the GPU twin's grouped Triton GEMMs (kernels/grouped_mm.py), forced onto CPU tensors in the interpreter --
+@pytest.fixture
+def grouped_kernels(monkeypatch):
+    """The op on CPU float32 through its torch twin with the grouped kernels, counting their launches."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the grouped kernels on CPU tensors: needs the Triton interpreter")
+    gm = pytest.importorskip("neumeta_fast.kernels.grouped_mm")
+    launches = {}
+    for name in ("grouped_linear", "grouped_dx", "grouped_wgrad"):
+        def counted(*args, _fn=getattr(gm, name), _name=name, **kw):
+            launches[_name] = launches.get(_name, 0) + 1
+            return _fn(*args, **kw)
+        monkeypatch.setattr(gm, name, counted)
+    monkeypatch.setattr(torch_train, "GROUPED_ON_CPU", True)
+    monkeypatch.setattr(torch_train, "_use_cpp", lambda t: False)
+    return launches
+
+
+@pytest.mark.parametrize("offsets,mlps", GROUPS)
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_grouped_kernels_equal_the_torch_loops_one_launch_per_layer(grouped_kernels, offsets, mlps, blocks):
+    hidden, out_dim = 24, 9
+    weights = _stacked_tail(5, blocks, hidden, out_dim, seed=blocks)
+    draws = torch.Generator().manual_seed(len(offsets) + blocks)
+    z0 = torch.randn(offsets[-1], hidden, generator=draws)
+    probe = torch.randn(offsets[-1], out_dim, generator=draws)
+    got, got_grads = _grads(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
+    assert grouped_kernels == {name: blocks + 1 for name in ("grouped_linear", "grouped_dx", "grouped_wgrad")}
+    torch_train.GROUPED_ON_CPU = False  # the same op through the torch loops (monkeypatch restores it)
+    want, want_grads = _grads(lambda z, *w: torch_train.inr_train(z, offsets, mlps, *w)[0], [z0, *weights], probe)
+    assert _rel(got, want) < 1e-6
+    for i, (g, w) in enumerate(zip(got_grads, want_grads)):
+        assert _rel(g, w) < (1e-4 if i == 3 else 2e-5)  # input 3: the residual scalars (see above)
+
+
+@pytest.mark.parametrize("mode,noise,samples", [("reference", 1.0, 1), ("channels", 0.7, 1)])
+def test_generate_with_grad_through_the_grouped_kernels_equals_the_reference(grouped_kernels, mode, noise, samples):
+    test_generate_with_grad_equals_the_reference(mode, noise, samples)
+    assert grouped_kernels["grouped_dx"] > 0

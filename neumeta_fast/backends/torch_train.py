@@ -7,7 +7,9 @@ by autograd (dense features, or u[a] + v[b] for exact coordinates: A + B feature
 tensor), and everything after it is one custom op, `neumeta_fast::inr_train`, over all groups:
   CPU, float32: csrc/cpu/inr_train.cpp (each layer = its GEMMs + one fused pass, forward and backward);
   otherwise: `_forward_torch` / `_backward_torch` below, the same arithmetic in torch ops, with the
-  per-row work over all rows at once (a few launches per layer, not a few per layer and tensor).
+  per-row work over all rows at once (a few launches per layer, not a few per layer and tensor);
+  float32 on CUDA with triton: their GEMMs as grouped Triton kernels (kernels/grouped_mm.py), all
+  groups of a layer in one launch (forward) or two (backward), instead of a torch GEMM per group.
 The forward keeps each layer's input and ReLU output, so the backward recomputes nothing.
 Both are registered with fake implementations and autograd, so torch.compile keeps the op whole.
 Tests: tests/test_inr_train.py (values and gradients against the reference and eager autograd).
@@ -38,6 +40,21 @@ def _row_scalars(sc: torch.Tensor, offsets: list[int], mlps: list[int]) -> torch
     return sc[torch.tensor(mlps, device=sc.device)].repeat_interleave(counts, dim=0)
 
 
+GROUPED_ON_CPU = False  # the grouped kernels on CPU tensors too (tests, under TRITON_INTERPRET=1)
+
+
+def _grouped(t: torch.Tensor):
+    """(kernels.grouped_mm, input precision) when the twin's GEMMs run as grouped Triton kernels on t,
+    else None (torch's loops). TF32 where torch's own CUDA matmuls may use it."""
+    if t.dtype != torch.float32 or not (t.is_cuda or GROUPED_ON_CPU):
+        return None
+    try:
+        from ..kernels import grouped_mm
+    except ImportError:  # no triton: the loops serve every device
+        return None
+    return grouped_mm, "tf32" if t.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
 def _forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo):
     rows, hidden = z0.shape
     nb = wr.shape[1]
@@ -45,6 +62,12 @@ def _forward_torch(z0, offsets, mlps, wr, br, sc, wo, bo):
     t = z0.new_empty(nb, rows, hidden)
     out = z0.new_empty(rows, wo.shape[1])
     torch.clamp_min(z0, 0.0, out=h[0])
+    if grouped := _grouped(z0):  # one launch per layer, its ReLU and scaled residual fused
+        gm, prec = grouped
+        for layer in range(nb):
+            gm.grouped_linear(h[layer], offsets, mlps, wr[:, layer], br[:, layer], scale=sc[:, layer],
+                              out=h[layer + 1], t_out=t[layer], precision=prec)
+        return gm.grouped_linear(h[nb], offsets, mlps, wo, bo, out=out, precision=prec), h, t
     scale = _row_scalars(sc, offsets, mlps)
     ranges = _row_ranges(offsets, mlps)
     for layer in range(nb):
@@ -61,6 +84,16 @@ def _backward_torch(gout, h, t, offsets, mlps, wr, sc, wo):
     nb = t.shape[0]
     dwr, dbr = torch.zeros_like(wr), wr.new_zeros(wr.shape[:3])
     dsc, dwo, dbo = torch.zeros_like(sc), torch.zeros_like(wo), wo.new_zeros(wo.shape[:2])
+    if grouped := _grouped(gout):  # two launches per layer: dx and the weight gradients, mask and scale fused
+        gm, prec = grouped
+        gm.grouped_wgrad(gout, h[nb], offsets, mlps, dwo, dbo, precision=prec)
+        dh = gm.grouped_dx(gout, offsets, mlps, wo, precision=prec)
+        for layer in reversed(range(nb)):
+            gate = (t[layer], sc[:, layer])
+            gm.grouped_wgrad(dh, h[layer], offsets, mlps, dwr[:, layer], dbr[:, layer], gate=gate,
+                             dscale=dsc[:, layer], precision=prec)
+            dh = gm.grouped_dx(dh, offsets, mlps, wr[:, layer], gate=gate, residual=True, precision=prec)
+        return [torch.where(h[0] <= 0, 0.0, dh), dwr, dbr, dsc, dwo, dbo]
     dh = torch.empty_like(h[0])
     scale = _row_scalars(sc, offsets, mlps)
     ranges = _row_ranges(offsets, mlps)
