@@ -11,7 +11,7 @@ ResNet setting, applied to all three stages so that 25% width keeps a quarter of
 layer; pruning then costs ~30 points), a 500-image training split so that no method saturates.
 The INR trains on every width from 12.5% to 100% except the 25% width and its two neighbours:
 the 25% row measures a width the INR never generated during training. Measured choices (norm,
-steps, training widths) and the extrapolation finding are in benchmarks/RESULTS.md.
+steps, training widths) and the extrapolation finding are in docs/notes/2026-11-28-demo-setting.md.
 """
 from __future__ import annotations
 

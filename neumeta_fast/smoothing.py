@@ -73,7 +73,8 @@ def smooth(model: nn.Module, example_inputs: Any, *, time_limit: float | None = 
     never rises.
 
     example_inputs: a tensor or tuple of inputs for one shape-propagation pass (eval mode).
-    time_limit: seconds the solver may spend per group (None: until converged).
+    time_limit: seconds the solver spends per group of more than 16 channels (it searches until the
+      limit; None: until converged). Groups of up to 16 channels are solved exactly.
     orientation: which way each path is read. A path and its reverse are equally short, but
       generated widths sample the path from its start (a width-w network takes positions
       a/w of the full-width order), so the two readings give different small networks.

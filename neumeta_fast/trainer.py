@@ -57,11 +57,13 @@ class TrainConfig:
     ce_weight: float = 1.0
     reg_weight: float = 1e-4
     recon_weight: float = 10.0  # the paper's configs use 1, 10 or 100; recon only acts at the full width
-    recon: str = "normalised"  # or "reference" (the |W_gt|/max weighting of docs/spec.md §12); measured in RESULTS.md
+    # "normalised" or "reference" (the |W_gt|/max weighting of docs/spec.md §12); chosen by measurement,
+    # docs/notes/2026-11-28-demo-setting.md
+    recon: str = "normalised"
     prefit_steps: int = 600  # recon-only steps at the full width before task training
     prefit_lr: float = 3e-3
-    # Coordinate noise in channel units. Measured on the demo (RESULTS.md): any jitter blurs
-    # neighbouring channels, which are far from smooth here, and costs accuracy at every width.
+    # Coordinate noise in channel units. Measured on the demo (docs/notes/2026-11-28-demo-setting.md): any
+    # jitter blurs neighbouring channels, which are far from smooth here, and costs accuracy at every width.
     noise: float = 0.0
     noise_mode: str = "channels"  # keeps the layer index exact; "reference" is the authors' all-column jitter
     ratio: float = 1.0  # fraction of morphed tensors that get gradients per step
