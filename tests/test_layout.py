@@ -1,27 +1,11 @@
-"""Layout: coordinate table and scatter plan against a literal enumeration (docs/spec.md §2, §10)."""
-import random
-
+"""Layout: the scatter plan, segment table, subsets and input checks (docs/spec.md §1, §10); the coordinate
+table itself is tested in tests/test_coordinates.py."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from neumeta_fast import Layout
-from neumeta_fast.reference import reference_coordinates
-
-from helpers import random_shapes
-
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_coordinates_equal_literal_enumeration(seed):
-    rng = random.Random(seed)
-    shapes = random_shapes(rng, rng.randint(1, 8))
-    layout = Layout.from_shapes(shapes)
-    coords = layout.coordinates()
-    assert coords.dtype == torch.float32
-    assert torch.equal(coords, reference_coordinates(shapes))
-    assert layout.num_rows == coords.shape[0]
 
 
 def test_segments_tile_the_flat_buffer():
@@ -106,37 +90,6 @@ def test_subset_is_built_once_per_set_of_names():
     for i in range(144):  # 78 other subsets: memory stays bounded
         layout.subset([f"t{i % 12}", f"t{i // 12}"])
     assert len(layout._subsets) == 64
-
-
-@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (4, 7), (6,), (1,), (3, 1), (2, 2, 1, 1)])
-def test_torch_fill_equals_the_cpu_fill(shape):
-    """The device-agnostic fill (what CUDA uses) against the C++ one, into poisoned buffers."""
-    layout = Layout.from_shapes([("x", (2, 2)), ("t", shape)])
-    s = layout.segments[1]
-    got = torch.full((s.shape[0], s.cols, 6), float("nan"))
-    want = torch.full_like(got, float("nan"))
-    layout._fill_segment_torch(s, got)
-    layout._fill_segment(s, want)
-    assert torch.equal(got, want)
-    assert torch.equal(want.view(-1, 6), layout.coordinates()[s.row_offset:s.row_offset + s.rows])
-
-
-def test_fill_coordinates_rejects_a_wrong_buffer():
-    from neumeta_fast import _C
-    with pytest.raises(ValueError, match=r"shape \[6, 6\], got \[5, 6\]"):
-        _C.fill_coordinates(torch.empty(5, 6), 0, 1, 2, 3, 3)
-    with pytest.raises(ValueError, match="contiguous float32 CPU"):
-        _C.fill_coordinates(torch.empty(6, 6, dtype=torch.float64), 0, 1, 2, 3, 3)
-
-
-@pytest.mark.parametrize("rows,a_size,b_size,cols,match", [
-    (0, 2**32, 2**32, 2**32, "overflows int64"),  # the product wraps to 0 rows and matched an empty buffer
-    (1, -1, -1, 1, "must be >= 0"), (6, -2, -3, 3, "must be >= 0"), (6, 2, 3, 0, "cols >= 1"),
-])
-def test_fill_coordinates_checks_sizes_without_overflow(rows, a_size, b_size, cols, match):
-    from neumeta_fast import _C
-    with pytest.raises(ValueError, match=match):
-        _C.fill_coordinates(torch.empty(rows, 6), 0, 1, a_size, b_size, cols)
 
 
 @pytest.mark.parametrize("dim,error", [(3.7, TypeError), (True, TypeError), ("4", TypeError), (None, TypeError),
