@@ -12,7 +12,6 @@ the mean and a 95% t-interval over seeds.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing
 import sys
@@ -25,37 +24,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neumeta_fast import data as _data  # noqa: E402
-from neumeta_fast.baselines import train_model  # noqa: E402
-from neumeta_fast.demo import FRACTIONS, DemoConfig, _family, quick_config, training_widths  # noqa: E402
-from neumeta_fast.models.family import fraction_width  # noqa: E402
+from neumeta_fast.demo import DemoConfig, quick_config  # noqa: E402
+from neumeta_fast.demo import _job as demo_job  # noqa: E402
 from neumeta_fast.objective import task as _task  # noqa: E402
-from neumeta_fast.smoothing import ORIENTATIONS, smooth  # noqa: E402
+from neumeta_fast.smoothing import ORIENTATIONS  # noqa: E402
 from neumeta_fast.stats import mean_interval  # noqa: E402
-from neumeta_fast.trainer import Trainer  # noqa: E402
-
-
-def neumeta_scores(config: DemoConfig, seed: int, orientation: str) -> dict[int, float]:
-    """The demo's NeuMeta part for one seed, with the given path orientation: accuracy by width."""
-    task = _task(config.task)
-    family = _family(config)
-    data = _data.load("digits", train_size=config.train_size, seed=seed)
-    example = data.x_train[:4]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        base = train_model(family.build(family.full_width), data, task, steps=config.base_steps, seed=seed)
-    model = copy.deepcopy(base)
-    smooth(model, example, seed=seed, orientation=orientation)
-    cfg = replace(config.trainer, seed=seed, widths=training_widths(config, family))
-    trainer = Trainer(family, model, data, cfg, task, progress=False)
-    trainer.fit()
-    widths = [fraction_width(config.full_width, f) for f in FRACTIONS]
-    return {w: trainer.evaluate(w)[task.primary] for w in widths}
 
 
 def _run(job):
+    """The demo's NeuMeta job for one seed with the given path orientation: accuracy by table width."""
     config, seed, orientation = job
-    return neumeta_scores(config, seed, orientation)
+    scores, _, _ = demo_job((replace(config, orientation=orientation), seed, "neumeta"))
+    return {w: m[_task(config.task).primary] for w, m in scores["neumeta"].items()}
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,7 @@ class DemoConfig:
     # The INR trains on every width from trainer.min_fraction of the full width up, except the widths
     # within held_out (a fraction of the full width) of the 25% width: that one is never trained.
     held_out: float = 0.02
+    orientation: str = "heavy_first"  # how smooth() reads each path (smoothing.ORIENTATIONS)
     trainer: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2500, norm=1024.0, min_fraction=0.125))
 
 
@@ -232,7 +233,7 @@ def _job(work):
     scores: dict[str, dict[int, dict[str, float]]] = {}
     if part == "neumeta":
         start_model = copy.deepcopy(base)
-        smooth(start_model, example, seed=seed)
+        smooth(start_model, example, seed=seed, orientation=config.orientation)
         method, error_key = "neumeta", "smoothed"
     else:
         scores["individual"] = {full: evaluate(base, data, task)}
@@ -303,7 +304,7 @@ def _summarise(config, task, family, per_seed, dense, recon_errors) -> dict:
         "recon_rel_error": {k: _mean(v) for k, v in recon_errors.items()},
         "recon_rel_error_per_seed": recon_errors,
         "config": {"model": config.model, "base_steps": config.base_steps, "held_out": config.held_out,
-                   "trainer": config.trainer.to_dict()},
+                   "orientation": config.orientation, "trainer": config.trainer.to_dict()},
     }
 
 

@@ -441,7 +441,7 @@ def test_load_inr_generates_what_the_authors_hyper_model_does(tmp_path):
                 "ema_shadow": {k: p.data.clone() for k, p in ema.named_parameters()},
                 "best_acc": np.float64(0.875)}, tmp_path / "cifar10_nerf_best.pth")
     with pytest.raises(Exception, match="weights_only"):  # why a plain torch.load is not enough
-        torch.load(tmp_path / "cifar10_nerf_best.pth")
+        torch.load(tmp_path / "cifar10_nerf_best.pth", weights_only=True)
     for weights, hyper in (("ema", ema), ("model", raw)):
         inr = load_inr(tmp_path / "cifar10_nerf_best.pth", weights=weights)
         target = generate_into(inr, TinyNet(), model_layout(model), norm=NORM)
