@@ -8,9 +8,10 @@ is ignored. Up to ``EXACT_MAX_N`` (16) cities the result is provably optimal
 (branch and bound on Held-Karp penalised spanning-tree bounds, Held-Karp
 dynamic programming as a fallback); beyond that it comes from iterated local
 search (sequential 2- to 5-opt moves as in LKH over alpha-nearness candidate
-lists under Held-Karp penalties, segment-local double-bridge kicks): without a
-``time_limit`` it stops once kicks stop helping; with one it kicks until the
-limit. ``lower_bound`` gives a Held-Karp bound no order is shorter than, a
+lists under the penalties of a subgradient ascent on LKH's schedule,
+segment-local double-bridge kicks): without a ``time_limit`` it stops once kicks
+stop helping; with one it kicks until the limit, restarting from the best order,
+perturbed, whenever kicks stall. ``lower_bound`` gives a Held-Karp bound no order is shorter than, a
 certificate for any order.
 
 Matrices must be real (float, integer or bool; not complex), finite, symmetric
@@ -96,8 +97,10 @@ def solve(dist, *, path: bool = True, time_limit: float | None = None, seed: int
     free ends) or closed tour (``path=False``) length under ``dist``.
 
     ``time_limit`` (seconds, a real number: int, float or numpy scalar): beyond
-    ``EXACT_MAX_N`` cities the search goes on kicking until then (a shorter order,
-    but the call takes the whole limit); ``None`` or infinity runs until converged.
+    ``EXACT_MAX_N`` cities the search goes on kicking, and restarting from its best
+    order when kicks stall, until then (a shorter order, but the call takes the whole
+    limit; the ascent behind the candidate lists gets at most a fifth of it); ``None``
+    or infinity runs until converged.
     """
     arr = _as_matrix(dist)
     path = _check_bool("path", path)

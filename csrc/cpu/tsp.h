@@ -4,10 +4,11 @@
 // and bound on Held-Karp penalised spanning-tree bounds, with the Held-Karp
 // dynamic program as a fallback. Larger ones by iterated local search with
 // the sequential 2- to 5-opt moves of LKH over alpha-nearness candidate lists
-// (spanning-tree sensitivity after a few subgradient steps) with don't-look
+// (spanning-tree sensitivity under Held-Karp penalties) with don't-look
 // bits, perturbed by segment-local double bridges (repaired with LKH's
 // restricted search on larger instances): until the search stops improving,
-// or with a time limit until that limit.
+// or with a time limit until that limit, restarting from the best tour,
+// perturbed, whenever the kicks stall.
 //
 // The pieces: tsp_matrix (input view and checks), tsp_bound (Prim, the
 // subgradient ascent, Held-Karp bounds), tsp_candidates, tsp_tour (array tour

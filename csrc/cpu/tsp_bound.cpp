@@ -1,5 +1,7 @@
 #include "tsp_bound.h"
 
+#include "tsp.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -7,23 +9,19 @@
 namespace neumeta::tsp {
 namespace {
 
-// solve()'s ascent: at most kAscentSteps steps and at most kAscentWork / n^2
-// of them (a step is one O(n^2) tree), the first kAscentStep of the mean tree
-// edge, each kAscentDecay of the one before (docs/notes/2026-12-04-solver-design.md).
-constexpr int kAscentSteps = 30;
-constexpr int64_t kAscentWork = 120'000'000;
-constexpr double kAscentStep = 0.1;
-constexpr double kAscentDecay = 0.9;
-// lower_bound()'s ascent, on LKH's schedule: the first period lasts
-// max(n / 2, kBoundMinPeriod) steps, and the first step is kBoundFirstStep
-// of the standard deviation of the spanning tree's edges (near the step that
-// stops improving the bound on the matrices measured; LKH's fixed start needs
-// many doublings to get there). The whole ascent takes about 4 first periods;
-// it is shortened to at most kBoundWork / n^2 steps (the full schedule up to
-// n = 632).
+// The ascent, on LKH's schedule: the first period lasts max(n / 2,
+// kBoundMinPeriod) steps, and the first step is kBoundFirstStep of the
+// standard deviation of the spanning tree's edges (near the step that stops
+// improving the bound on the matrices measured; LKH's fixed start needs many
+// doublings to get there). The whole ascent takes about 4 first periods. It
+// is shortened to at most kBoundWork / n^2 steps (the full schedule up to
+// n = 632), to kSmallSteps up to kExactMaxN cities (the exact solver follows
+// there and needs only a rough bound), and with a time budget to the steps
+// that the first tree's time says fit in it.
 constexpr int kBoundMinPeriod = 100;
 constexpr double kBoundFirstStep = 0.1;
 constexpr double kBoundWork = 4e8;
+constexpr double kSmallSteps = 30;
 
 bool settled(const std::vector<int>& excess) {
   return std::all_of(excess.begin(), excess.end(), [](int e) { return e == 0; });
@@ -58,56 +56,31 @@ struct LkhRule {
   }
 };
 
-// solve()'s geometric steps, at most `steps` trees and none after the deadline.
-struct GeometricRule {
-  static constexpr double kNow = 1.0, kBefore = 0.0;
-  int steps, n;
-  bool timed;
-  Clock::time_point deadline;
-  int s = 0;
-  double t = 0;
-
-  bool next(double bound, bool, const std::vector<int>&, double& step) {
-    if (++s == steps || (timed && Clock::now() >= deadline)) return false;
-    if (s == 1) t = kAscentStep * std::abs(bound) / n;
-    step = t;
-    t *= kAscentDecay;
-    return true;
-  }
-};
-
 }  // namespace
 
 template <typename T>
-double HeldKarp<T>::ascend_full() {
+double HeldKarp<T>::ascend(double budget) {
   const int n = d_.n;
   penalty.assign(n, 0.0);
-  const double affordable = kBoundWork / (double(n) * n);
-  LkhRule rule{0, int(std::clamp(affordable / 4, 1.0, double(std::max(n / 2, kBoundMinPeriod)))), affordable};
+  LkhRule rule{0, 0, 0};
+  auto shorten_to = [&rule, n](double steps) {  // the schedule: about 4 first periods in `steps`
+    rule.affordable = std::max(1.0, steps);
+    rule.first_period = int(std::clamp(rule.affordable / 4, 1.0, double(std::max(n / 2, kBoundMinPeriod))));
+  };
+  shorten_to(n <= kExactMaxN ? kSmallSteps : kBoundWork / (double(n) * n));
   auto bound = [&](const std::vector<double>& pi, std::vector<int>& excess) {
+    const auto start = Clock::now();
     const double b = one_tree(pi, excess);
-    if (rule.steps == 0) rule.first_step = kBoundFirstStep * spread_of_tree();
+    if (rule.steps == 0) {
+      rule.first_step = kBoundFirstStep * spread_of_tree();
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      if (budget >= 0) shorten_to(std::min(rule.affordable, budget / std::max(seconds, 1e-9)));
+    }
     return b;
   };
   const AscentResult r = subgradient_ascent(penalty, bound, rule);
   if (!r.last_is_best) spanning_tree(penalty);
   return r.bound;
-}
-
-template <typename T>
-void HeldKarp<T>::ascend(bool timed, Clock::time_point deadline) {
-  const int n = d_.n;
-  penalty.assign(n, 0.0);
-  GeometricRule rule{int(std::clamp<int64_t>(kAscentWork / (int64_t(n) * n), 1, kAscentSteps)), n, timed, deadline};
-  auto bound = [&](const std::vector<double>& pi, std::vector<int>& excess) {
-    double b = spanning_tree(pi);
-    for (int c = 0; c < n; ++c) b -= 2 * pi[c];
-    std::fill(excess.begin(), excess.end(), -2);
-    for (int c = 0; c < n; ++c)
-      if (parent[c] >= 0) ++excess[c], ++excess[parent[c]];
-    return b;
-  };
-  if (!subgradient_ascent(penalty, bound, rule).last_is_best) spanning_tree(penalty);
 }
 
 template <typename T>

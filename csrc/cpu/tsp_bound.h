@@ -85,18 +85,13 @@ class HeldKarp {
  public:
   explicit HeldKarp(const Matrix<T>& d) : d_(d), m_(d.m) {}
 
-  // The ascent of lower_bound(), on LKH's schedule (see LkhRule in
-  // tsp_bound.cpp): each step is one O(n^2) 1-tree. Returns the best bound
-  // seen; leaves penalty at its penalties and their spanning tree built.
-  double ascend_full();
-
-  // A few geometric steps of ascent for the candidates of solve(), at most
-  // kAscentSteps and kAscentWork / n^2 of them, and with `timed`, none after
-  // `deadline`: penalties make the alpha values of the tree's edges far more
-  // telling. Its bound is the spanning tree's under penalties that ask degree
-  // 2 of every city, so not a bound for paths. Leaves penalty at the best
-  // value seen and the tree of penalty built.
-  void ascend(bool timed, Clock::time_point deadline);
+  // Subgradient ascent on LKH's schedule (LkhRule in tsp_bound.cpp), each
+  // step one O(n^2) 1-tree: penalties make the alpha values of the tree's
+  // edges far more telling, and their 1-tree is a Held-Karp lower bound.
+  // With budget >= 0 (seconds) the schedule is shortened to the steps that
+  // fit in it. Returns the best bound seen; leaves penalty at its penalties
+  // and their spanning tree built.
+  double ascend(double budget = -1);
 
   // Sets penalty to pi and builds its tree.
   void set_penalty(const std::vector<double>& pi);

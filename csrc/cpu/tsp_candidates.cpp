@@ -61,15 +61,15 @@ Candidates alpha_candidates(const Matrix<T>& d, const HeldKarp<T>& tree) {
 }
 
 template <typename T>
-Candidates search_candidates(const Matrix<T>& d, bool timed, Clock::time_point ascent_deadline) {
+Candidates search_candidates(const Matrix<T>& d, double ascent_budget) {
   HeldKarp<T> tree(d);
-  tree.ascend(timed, ascent_deadline);
+  tree.ascend(ascent_budget);
   return alpha_candidates(d, tree);
 }
 
 template Candidates alpha_candidates<float>(const Matrix<float>&, const HeldKarp<float>&);
 template Candidates alpha_candidates<double>(const Matrix<double>&, const HeldKarp<double>&);
-template Candidates search_candidates<float>(const Matrix<float>&, bool, Clock::time_point);
-template Candidates search_candidates<double>(const Matrix<double>&, bool, Clock::time_point);
+template Candidates search_candidates<float>(const Matrix<float>&, double);
+template Candidates search_candidates<double>(const Matrix<double>&, double);
 
 }  // namespace neumeta::tsp

@@ -31,9 +31,9 @@ struct Candidates {
 template <typename T>
 Candidates alpha_candidates(const Matrix<T>& d, const HeldKarp<T>& tree);
 
-// solve()'s lists: alpha_candidates after HeldKarp::ascend (which stops at
-// `ascent_deadline` when `timed`).
+// solve()'s lists: alpha_candidates after HeldKarp::ascend, its schedule
+// shortened to `ascent_budget` seconds when that is >= 0.
 template <typename T>
-Candidates search_candidates(const Matrix<T>& d, bool timed, Clock::time_point ascent_deadline);
+Candidates search_candidates(const Matrix<T>& d, double ascent_budget);
 
 }  // namespace neumeta::tsp

@@ -23,8 +23,8 @@ namespace {
 // Time limits are capped at this many seconds (about 30 years): longer ones
 // would overflow the clock's 64-bit nanosecond count.
 constexpr double kMaxSeconds = 1e9;
-// With a time limit, the candidates' ascent stops after this share of it.
-constexpr double kAscentShare = 0.4;
+// With a time limit, the candidates' ascent is shortened to this share of it.
+constexpr double kAscentShare = 0.2;
 constexpr int64_t kBranchMaxNodes = 50000;  // branch and bound gives way to Held-Karp beyond this
 static_assert(kExactMaxN + 1 <= kBranchMaxCities, "paths add a dummy city");
 constexpr int kMinSearchCities = 8;  // below this the exact solver works alone
@@ -46,6 +46,12 @@ constexpr int64_t kMinStall = 30;
 // the entries, and kicks that only round below zero would pass for progress
 // forever. (A metric path is at least as long as the largest entry.)
 constexpr double kConvergedFloor = 1e-3;
+// With a time limit, converged kicks restart from the best tour, perturbed
+// by one double bridge per kRestartCities cities, and restart again after
+// kRestartStallPerCity kicks per city in a row made no progress (sooner than
+// convergence: later restarts gain more than waiting for small gains).
+constexpr int kRestartCities = 32;
+constexpr double kRestartStallPerCity = 0.5;
 
 // Iterated local search: k-opt moves to a local optimum from a greedy start,
 // then segment-local double bridges, each repaired by the moves and undone
@@ -55,26 +61,29 @@ template <typename T>
 class Search {
  public:
   // `scale`: the largest |entry| of d. With `timed`, the search stops at
-  // `deadline` and the candidates' ascent at `ascent_deadline`.
+  // `deadline`; the candidates' ascent takes `ascent_budget` seconds (< 0: no limit).
   Search(const Matrix<T>& d, double scale, uint64_t seed, bool timed, Clock::time_point deadline,
-         Clock::time_point ascent_deadline)
+         double ascent_budget)
       : d_(d),
         scale_(scale),
         rng_{seed},
         deadline_(deadline),
         timed_(timed),
         restrict_(d.m >= kRestrictMinCities),
-        cand_(search_candidates(d, timed, ascent_deadline)),
+        cand_(search_candidates(d, ascent_budget)),
         tour_(d, nearest_neighbour_order(d, rng_.below(d.n))),
         kopt_(d, tour_, cand_) {}
 
   // Descends to a local optimum; with `kicks`, then kicks it until converged
-  // (see kStallPerCity), or with a time limit until the deadline. Returns the
-  // tour as cities in order.
+  // (see kStallPerCity), or with a time limit until the deadline, restarting
+  // from the best tour, perturbed, once converged and then each time the
+  // kicks stall (kRestartStallPerCity): on the same candidate lists a timed
+  // run is the untimed one up to convergence and keeps the best tour, so past
+  // convergence it never ends longer. Returns the best tour as cities in order.
   std::vector<int> run(bool kicks) {
     const int m = tour_.size();
     const int64_t per_city = restrict_ ? kStallPerCityRestricted : kStallPerCity;
-    const int64_t stall_limit = kicks ? std::max(kMinStall, per_city * m) : 0;
+    int64_t stall_limit = kicks ? std::max(kMinStall, per_city * m) : 0;
     const bool until_deadline = kicks && timed_;
     for (int p = 0; p < m; ++p) kopt_.push(tour_.at(p));
     kopt_.local_search(3, timed_, deadline_);  // 3-opt first: much cheaper while most moves still gain
@@ -87,8 +96,18 @@ class Search {
       kopt_.restrict_to(&base_);
     }
     int touched[8];
+    std::vector<int> best;  // the best tour before the last restart
+    double best_cost = kInf;
     while (until_deadline || stall < stall_limit) {
       if (timed_ && Clock::now() >= deadline_) break;  // a clock read is cheap next to a kick
+      if (stall >= stall_limit) {  // only until_deadline gets here
+        if (cost < best_cost) best_cost = cost, best = tour_.cities();
+        cost = restart(best);
+        stall_limit = std::max(kMinStall, int64_t(kRestartStallPerCity * m));
+        mark = cost;
+        stall = 0;
+        continue;
+      }
       tour_.mark();
       const double added = double_bridge(d_, tour_, rng_, buf_, touched);
       for (const int c : touched) kopt_.push(c);
@@ -107,10 +126,29 @@ class Search {
         ++stall;
       }
     }
-    return tour_.cities();
+    return cost < best_cost ? tour_.cities() : best;
   }
 
  private:
+  // The kicks have stalled and time is left: from `best`, one double bridge
+  // per kRestartCities cities at once, kept whatever they cost, then the
+  // moves. Kicks of one double bridge rarely leave a deep local optimum;
+  // restarts from scratch would lose its good edges. Returns the new cost.
+  double restart(const std::vector<int>& best) {
+    tour_.rewrite(0, best);
+    if (restrict_) base_.reset(tour_);
+    tour_.mark();
+    int touched[8];
+    const int kicks = std::max(2, tour_.size() / kRestartCities);
+    for (int k = 0; k < kicks; ++k) {
+      double_bridge(d_, tour_, rng_, buf_, touched);
+      for (const int c : touched) kopt_.push(c);
+    }
+    kopt_.local_search(kMaxK, timed_, deadline_);
+    if (restrict_) base_.update(tour_);
+    return tour_.cost();
+  }
+
   const Matrix<T>& d_;
   const double scale_;  // largest |entry|
   Rng rng_;
@@ -155,7 +193,9 @@ std::vector<int64_t> solve(const T* dist, int64_t n64, const Options& opt) {
 
   std::vector<int> order;
   if (d.m >= kMinSearchCities) {
-    Search<T> search(d, scale, opt.seed, timed, deadline, after(timed ? kAscentShare * opt.time_limit : 0));
+    const double spent = std::chrono::duration<double>(Clock::now() - start).count();
+    const double ascent_budget = timed ? std::max(0.0, kAscentShare * std::min(opt.time_limit, kMaxSeconds) - spent) : -1;
+    Search<T> search(d, scale, opt.seed, timed, deadline, ascent_budget);
     // The exact search follows for small n: the first local optimum (no
     // kicks) is its pruning bound, usually the optimum already.
     const std::vector<int> tour = search.run(n > kExactMaxN);
@@ -199,7 +239,7 @@ double lower_bound(const T* dist, int64_t n64, bool path) {
   validate(dist, n64);
   const int n = int(n64);
   const Matrix<T> d{dist, n, path ? n + 1 : n};
-  return HeldKarp<T>(d).ascend_full();
+  return HeldKarp<T>(d).ascend();
 }
 
 template std::vector<int64_t> solve<float>(const float*, int64_t, const Options&);

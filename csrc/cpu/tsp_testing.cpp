@@ -40,7 +40,7 @@ template <typename T>
 KickResult kick_and_undo(const T* dist, int64_t n, bool path, const std::vector<int>& tour, uint64_t seed) {
   const Matrix<T> d = matrix(dist, n, path, 8);
   check_tour(tour, d.m);
-  const Candidates cand = search_candidates(d, false, Clock::time_point());
+  const Candidates cand = search_candidates(d, -1.0);
   ArrayTour<T> t(d, tour);
   KOpt<T> kopt(d, t, cand);
   Rng rng{seed};
@@ -63,7 +63,7 @@ MoveResult move(const T* dist, int64_t n, bool path, const std::vector<int>& tou
   check_tour(tour, d.m);
   if (city < 0 || city >= d.m) throw std::invalid_argument("city must be in range(" + std::to_string(d.m) + ")");
   if (max_k < 2 || max_k > kMaxK) throw std::invalid_argument("max_k must be in [2, " + std::to_string(kMaxK) + "]");
-  const Candidates cand = search_candidates(d, false, Clock::time_point());
+  const Candidates cand = search_candidates(d, -1.0);
   ArrayTour<T> t(d, tour);
   KOpt<T> kopt(d, t, cand);
   const double gain = kopt.improve_city(city, max_k);
@@ -73,7 +73,7 @@ MoveResult move(const T* dist, int64_t n, bool path, const std::vector<int>& tou
 template <typename T>
 double ascent_bound(const T* dist, int64_t n, bool path) {
   const Matrix<T> d = matrix(dist, n, path, 3);
-  return HeldKarp<T>(d).ascend_full();
+  return HeldKarp<T>(d).ascend();
 }
 
 template <typename T>
