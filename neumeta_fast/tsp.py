@@ -11,8 +11,8 @@ search (sequential 2- to 5-opt moves as in LKH over alpha-nearness candidate
 lists under the penalties of a subgradient ascent on LKH's schedule,
 segment-local double-bridge kicks): without a ``time_limit`` it stops once kicks
 stop helping; with one it kicks until the limit, restarting from the best order,
-perturbed, whenever kicks stall. ``lower_bound`` gives a Held-Karp bound no order is shorter than, a
-certificate for any order.
+perturbed, whenever kicks stall. ``lower_bound`` gives a Held-Karp bound no order
+is shorter than, a certificate for any order.
 
 Matrices must be real (float, integer or bool; not complex), finite, symmetric
 within a relative tolerance of 1e-5 (asymmetric problems are not supported: a

@@ -69,13 +69,12 @@ double HeldKarp<T>::ascend(double budget) {
   };
   shorten_to(n <= kExactMaxN ? kSmallSteps : kBoundWork / (double(n) * n));
   auto bound = [&](const std::vector<double>& pi, std::vector<int>& excess) {
-    const auto start = Clock::now();
+    if (rule.steps > 0) return one_tree(pi, excess);
+    const auto start = Clock::now();  // the first tree's time sizes the schedule to the budget
     const double b = one_tree(pi, excess);
-    if (rule.steps == 0) {
-      rule.first_step = kBoundFirstStep * spread_of_tree();
-      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      if (budget >= 0) shorten_to(std::min(rule.affordable, budget / std::max(seconds, 1e-9)));
-    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    rule.first_step = kBoundFirstStep * spread_of_tree();
+    if (budget >= 0) shorten_to(std::min(rule.affordable, budget / std::max(seconds, 1e-9)));
     return b;
   };
   const AscentResult r = subgradient_ascent(penalty, bound, rule);
